@@ -1,0 +1,49 @@
+"""`python -m service`: parse settings (flags and DIGITS_* variables), serve until a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from service.app import App
+from service.settings import Settings
+
+log = logging.getLogger("service")
+
+
+async def serve(settings: Settings) -> None:
+    app = await App.start(settings)
+    loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task[None]] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        log.info("%s received", sig.name)
+        if not stopping:
+            stopping.append(loop.create_task(app.stop()))
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    await app.wait()
+    if stopping:
+        await stopping[0]
+
+
+def main() -> int:
+    settings = Settings(_cli_parse_args=True)  # type: ignore[call-arg]
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        asyncio.run(serve(settings))
+    except RuntimeError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""Composition root: settings → registry, batchers, servicers, metrics, one gRPC server.
+
+app = await App.start(settings)   # serving from here on; app.grpc_port is the bound port
+await app.stop()                  # drain: health NOT_SERVING, refuse new work, finish the rest
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from service._proto import POOL
+from service._proto.digits.v1 import digits_pb2, digits_pb2_grpc
+from service._proto.inference import grpc_service_pb2, grpc_service_pb2_grpc
+from service.batching import BatchingConfig
+from service.digits import DigitsServicer
+from service.engine import Engine
+from service.interceptor import ErrorInterceptor
+from service.metrics import Metrics, serve_metrics
+from service.preprocess import ImageLimits
+from service.registry import load_registry
+from service.settings import Settings
+from service.v2 import InferenceServicer
+
+log = logging.getLogger(__name__)
+
+SERVICES = (
+    grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
+    digits_pb2.DESCRIPTOR.services_by_name["Digits"].full_name,
+    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+)
+# Our generated code lives in a private descriptor pool (tritonclient owns the default one);
+# reflection answers from that pool, so the health service's descriptor goes there too.
+POOL.AddSerializedFile(health_pb2.DESCRIPTOR.serialized_pb)
+
+
+@dataclass
+class App:
+    settings: Settings
+    engine: Engine
+    server: aio.Server
+    health: health_aio.HealthServicer
+    metrics: Metrics
+    grpc_port: int
+    metrics_port: int
+    _metrics_server: Any = None
+    _stopped: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @classmethod
+    async def start(cls, settings: Settings) -> App:
+        registry = await asyncio.to_thread(
+            load_registry,
+            settings.model_store,
+            only=settings.models,
+            warmup=settings.warmup,
+            device=settings.device,
+            device_id=settings.device_id,
+            intra_op_threads=settings.intra_op_threads,
+            inter_op_threads=settings.inter_op_threads,
+        )
+        if not registry.models:
+            raise RuntimeError(f"no model could be loaded from {settings.model_store}")
+        metrics = Metrics()
+        batching = BatchingConfig(
+            max_batch_size=settings.max_batch_size,
+            max_queue_delay=settings.max_queue_delay_us / 1e6,
+            max_queue_size=settings.max_queue_size,
+        )
+        engine = Engine(registry, batching, metrics, settings.max_images_per_request)
+        limits = ImageLimits(
+            max_encoded_bytes=settings.max_encoded_image_bytes,
+            max_pixels=settings.max_image_pixels,
+        )
+        server = aio.server(
+            interceptors=[ErrorInterceptor(metrics, set(registry.models))],
+            options=[
+                ("grpc.max_receive_message_length", settings.max_message_bytes),
+                ("grpc.max_send_message_length", settings.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceServicer(engine), server
+        )
+        digits_pb2_grpc.add_DigitsServicer_to_server(DigitsServicer(engine, limits), server)
+        health = health_aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        reflection.enable_server_reflection((*SERVICES, reflection.SERVICE_NAME), server, pool=POOL)
+        port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+        if port == 0:
+            raise RuntimeError(f"could not bind gRPC to {settings.host}:{settings.grpc_port}")
+        metrics_server, metrics_port = serve_metrics(metrics, settings.host, settings.metrics_port)
+
+        engine.start()
+        await server.start()
+        serving = health_pb2.HealthCheckResponse.SERVING
+        await health.set("", serving)
+        for name in (*SERVICES[:2], *registry.models):
+            await health.set(name, serving)
+        log.info(
+            "serving %s on gRPC port %d, metrics on port %d",
+            ", ".join(f"{m.name}/{m.version}" for m in registry.all()),
+            port,
+            metrics_port,
+        )
+        return cls(settings, engine, server, health, metrics, port, metrics_port, metrics_server)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Health NOT_SERVING, new work UNAVAILABLE, queued and running work finishes."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.engine.draining = True  # before any await: from here on new work is refused
+        grace = self.settings.grace_period_s if grace is None else grace
+        log.info("draining: finishing queued work for up to %.1f s", grace)
+        await self.health.enter_graceful_shutdown()
+        await self.engine.stop(grace)
+        await self.server.stop(grace)
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+        log.info("stopped")
+
+    async def wait(self) -> None:
+        await self.server.wait_for_termination()

@@ -1,0 +1,365 @@
+"""Dynamic batcher, one per model, in Triton's words: max batch size, queue delay, queue size.
+
+Requests queue their rows; one loop task gathers rows into batches of at most `max_batch_size`,
+runs the blocking `infer` on a worker thread, and hands each request back exactly its own rows
+of exactly the outputs it asked for. Nothing here knows gRPC or ONNX.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from service.errors import DeadlineExceeded, InvalidInput, ModelFailed, QueueFull, Unavailable
+
+log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float32]
+Outputs = dict[str, FloatArray]
+Infer = Callable[[FloatArray, frozenset[str]], Mapping[str, FloatArray]]
+"""The runtime: a float32 batch [n, 1, 28, 28] and the output names wanted → each with n rows,
+in fresh arrays (callers get them or slices of them, so they must not be reused buffers)."""
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    max_batch_size: int = 64
+    """Most rows given to the model in one call; a larger request is split across batches."""
+    max_queue_delay: float = 0.0
+    """Seconds a batch may wait to fill, from its oldest request; 0 runs what is queued at once."""
+    max_queue_size: int = 1024
+    """Most rows waiting; a request that would exceed it fails at once with QueueFull."""
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1 or self.max_queue_size < 1 or self.max_queue_delay < 0:
+            raise ValueError(f"invalid batching config: {self}")
+
+
+class BatchObserver(Protocol):
+    """Told about every batch the model ran; e.g. the Prometheus histograms implement this."""
+
+    def on_batch(self, size: int, queue_seconds: Sequence[float], infer_seconds: float) -> None:
+        """`size` rows ran in `infer_seconds` (failed or not); `queue_seconds` has one entry per
+        request whose first rows are in this batch: its enqueue → this batch's start."""
+
+
+class NullObserver:
+    def on_batch(self, size: int, queue_seconds: Sequence[float], infer_seconds: float) -> None:
+        pass
+
+
+@dataclass
+class BatcherStats:
+    """Cumulative counters, the raw material of Triton's ModelStatistics."""
+
+    requests_succeeded: int = 0
+    requests_failed: int = 0  # the model failed on their batch
+    requests_expired: int = 0  # deadline passed before their rows ran
+    requests_cancelled: int = 0  # the caller went away
+    requests_rejected: int = 0  # QueueFull
+    rows_inferred: int = 0  # Triton's inference_count
+    batches_executed: int = 0  # Triton's execution_count
+    queue_ns: int = 0  # summed over requests, enqueue → first batch start
+    compute_ns: int = 0  # summed over batches, time inside `infer`
+    last_inference_ms: int = 0  # wall clock (ms since the epoch) of the last batch's end
+
+
+@dataclass(slots=True, eq=False)
+class _Request:
+    rows: FloatArray
+    outputs: frozenset[str]
+    deadline: float | None
+    future: asyncio.Future[Outputs]
+    enqueued: float
+    taken: int = 0  # rows already placed in a batch
+    parts: list[Outputs] | None = None  # results of earlier batches, when split
+
+
+# (request, first row of the request, row count) for each slice of a batch, in batch order.
+_Segment = tuple[_Request, int, int]
+_Outcome = tuple[Mapping[str, FloatArray] | Exception, float]
+
+
+@dataclass(slots=True, eq=False)
+class _Batch:
+    segments: list[_Segment]
+    size: int
+    waits: list[float]  # queue seconds of the requests whose first rows are in this batch
+    pending: asyncio.Future[_Outcome] | None = None
+
+
+class DynamicBatcher:
+    def __init__(
+        self,
+        infer: Infer,
+        config: BatchingConfig | None = None,
+        *,
+        name: str = "model",
+        observer: BatchObserver | None = None,
+        executor: ThreadPoolExecutor | None = None,
+        row_shape: tuple[int, ...] = (1, 28, 28),
+    ) -> None:
+        self.name = name
+        self.config = config or BatchingConfig()
+        self._infer = infer
+        self._observer: BatchObserver = observer or NullObserver()
+        self._own_executor = executor is None
+        # One thread: the model runs one batch at a time, in queue order.
+        self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix=f"infer-{name}")
+        self._row_shape = row_shape
+        self._shape_error = f"image: expected float32 [N>0,{','.join(map(str, row_shape))}]"
+        self._queue: deque[_Request] = deque()
+        self._queued_rows = 0  # untaken rows of live requests in `_queue`
+        self._wake = asyncio.Event()
+        self._accepting = False
+        self._closed = "model is not ready"  # what `submit` answers while not accepting
+        self._task: asyncio.Task[None] | None = None
+        self._running: _Batch | None = None  # on the worker thread; its callers fail on abort
+        self._stats = BatcherStats()
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    @property
+    def stats(self) -> BatcherStats:
+        return dataclasses.replace(self._stats)
+
+    def start(self) -> None:
+        """Spawn the batching loop on the running event loop; `submit` works from then on."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
+            self._accepting, self._closed = True, "server is shutting down"
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Refuse new requests, finish queued and running ones (at most `grace` seconds, then
+        fail the rest with Unavailable), end the loop."""
+        self._accepting = False
+        self._wake.set()
+        task = self._task
+        if task is not None and not task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(task), grace)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._own_executor:
+            self._executor.shutdown(wait=False)  # a batch still on the thread may finish alone
+
+    async def submit(
+        self, rows: FloatArray, outputs: frozenset[str], deadline: float | None = None
+    ) -> Outputs:
+        """Run `rows` [n, *row_shape] through the model; returns `outputs`, each with n rows.
+
+        `deadline` is in `time.monotonic()` seconds. Raises QueueFull, DeadlineExceeded,
+        ModelFailed, Unavailable or InvalidInput; cancelling the caller drops its queued rows.
+        """
+        if not self._accepting:
+            raise Unavailable(self._closed)
+        n = rows.shape[0] if rows.ndim else 0
+        if n == 0 or rows.shape[1:] != self._row_shape or rows.dtype != np.float32:
+            raise InvalidInput(self._shape_error)
+        if not outputs:
+            raise InvalidInput("outputs: ask for at least one output")
+        now = time.monotonic()
+        if deadline is not None and deadline <= now:
+            self._stats.requests_expired += 1
+            raise DeadlineExceeded("deadline exceeded before the request was queued")
+        queued = self._queued_rows
+        if queued + n > self.config.max_queue_size:
+            self._stats.requests_rejected += 1
+            raise QueueFull(f"queue of model {self.name} is full")
+        future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
+        request = _Request(rows, outputs, deadline, future, now)
+        self._queue.append(request)
+        self._queued_rows = queued + n
+        # Wake the loop only when it may be waiting on this: work arrived, or a batch filled.
+        if queued == 0 or queued + n >= self.config.max_batch_size:
+            self._wake.set()
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # Task.cancel() cancelled `future` too, so the loop skips it; free its queue space now.
+            self._release(request)
+            self._stats.requests_cancelled += 1
+            raise
+
+    def _release(self, request: _Request) -> None:
+        """Take the request's untaken rows out of the queue count; idempotent."""
+        self._queued_rows -= request.rows.shape[0] - request.taken
+        request.taken = request.rows.shape[0]
+
+    def _fail(self, request: _Request, exc: Exception) -> None:
+        self._release(request)
+        if not request.future.done():
+            request.future.set_exception(exc)
+
+    async def _run(self) -> None:
+        try:
+            await self._serve()
+        except Exception:
+            log.exception("%s: batching loop crashed", self.name)
+            self._closed = "model is not available"
+        finally:
+            # Whatever is left (grace ran out, or a bug) must not hang its callers.
+            self._accepting = False
+            running = self._running.segments if self._running else []
+            for request in [*self._queue, *(segment[0] for segment in running)]:
+                self._fail(request, Unavailable(self._closed))
+            self._queue.clear()
+
+    async def _serve(self) -> None:
+        while True:
+            batch = self._running
+            if batch is None:
+                if not await self._wait_until_ready():
+                    return
+                batch = self._launch()
+                if batch is None:
+                    continue
+            assert batch.pending is not None
+            outputs, seconds = await batch.pending
+            self._running = None
+            # The runtime is free: give it the next batch before answering this one's callers.
+            if self._ready_now():
+                self._launch()
+            self._deliver(batch, outputs, seconds)
+
+    def _ready_now(self) -> bool:
+        """Whether a batch should start now; afterwards a non-empty queue has a live head."""
+        queue = self._queue
+        while queue and queue[0].future.done():  # cancelled: its task may not have run yet
+            self._release(queue.popleft())
+        if self._queued_rows == 0:
+            return False
+        delay = self.config.max_queue_delay
+        if delay <= 0 or not self._accepting or self._queued_rows >= self.config.max_batch_size:
+            return True
+        return time.monotonic() >= queue[0].enqueued + delay
+
+    async def _wait_until_ready(self) -> bool:
+        """Wait for work (and, with a queue delay, for the batch to fill); False: time to stop."""
+        while True:
+            self._wake.clear()
+            if self._queued_rows == 0:
+                self._queue.clear()  # only finished requests are left: let their rows go
+                if not self._accepting:
+                    return False
+                await self._wake.wait()
+            elif self._ready_now():
+                return True
+            else:
+                timeout = self._queue[0].enqueued + self.config.max_queue_delay - time.monotonic()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
+
+    def _launch(self) -> _Batch | None:
+        """Take up to max_batch_size live rows off the queue and start `infer` on them."""
+        queue, cap, now = self._queue, self.config.max_batch_size, time.monotonic()
+        segments: list[_Segment] = []
+        waits: list[float] = []
+        wanted: frozenset[str] = frozenset()
+        size = 0
+        while queue and size < cap:
+            request = queue[0]
+            if request.future.done():  # cancelled, or failed in an earlier part
+                self._release(queue.popleft())
+                continue
+            if request.deadline is not None and request.deadline <= now:
+                self._fail(queue.popleft(), DeadlineExceeded("deadline exceeded while queued"))
+                self._stats.requests_expired += 1
+                continue
+            n, start = request.rows.shape[0], request.taken
+            count = min(n - start, cap - size)
+            if start == 0:
+                waits.append(now - request.enqueued)
+            request.taken = start + count
+            if request.taken == n:
+                queue.popleft()
+            segments.append((request, start, count))
+            size += count
+            if not request.outputs <= wanted:
+                wanted = wanted | request.outputs
+        if not segments:
+            return None
+        self._queued_rows -= size
+        first, start, count = segments[0]
+        if len(segments) == 1 and count == first.rows.shape[0]:
+            rows = np.ascontiguousarray(first.rows)  # one whole request: no copy
+        else:
+            rows = np.concatenate([r.rows[s : s + c] for r, s, c in segments])
+        batch = self._running = _Batch(segments, size, waits)
+        loop = asyncio.get_running_loop()
+        batch.pending = loop.run_in_executor(self._executor, self._call, rows, wanted)
+        return batch
+
+    def _call(self, rows: FloatArray, wanted: frozenset[str]) -> _Outcome:
+        """On the worker thread: run the model; returns (outputs or the exception, seconds)."""
+        started = time.monotonic()
+        try:
+            outputs = self._infer(rows, wanted)
+            for key in wanted:
+                if outputs[key].shape[0] != rows.shape[0]:
+                    raise ValueError(f"{key}: {outputs[key].shape[0]} rows for {len(rows)}")
+        except Exception as exc:
+            return exc, time.monotonic() - started
+        return outputs, time.monotonic() - started
+
+    def _deliver(
+        self, batch: _Batch, outputs: Mapping[str, FloatArray] | Exception, seconds: float
+    ) -> None:
+        stats = self._stats
+        stats.batches_executed += 1
+        stats.rows_inferred += batch.size
+        stats.compute_ns += int(seconds * 1e9)
+        stats.queue_ns += int(sum(batch.waits) * 1e9)
+        stats.last_inference_ms = time.time_ns() // 1_000_000
+        try:
+            self._observer.on_batch(batch.size, batch.waits, seconds)
+        except Exception:
+            log.exception("%s: batch observer failed", self.name)
+        if isinstance(outputs, Exception):
+            log.error("%s: inference failed on %d rows", self.name, batch.size, exc_info=outputs)
+            for request, _, _ in batch.segments:
+                if not request.future.done():
+                    stats.requests_failed += 1
+                    self._fail(request, ModelFailed("inference failed"))
+            return
+        offset = 0
+        for request, start, count in batch.segments:
+            end = offset + count
+            future = request.future
+            if future.done():  # cancelled while its rows ran
+                pass
+            elif count == request.rows.shape[0]:
+                future.set_result({k: _rows(outputs[k], offset, end) for k in request.outputs})
+                stats.requests_succeeded += 1
+            else:
+                # Views for now: the join below copies once all parts are in.
+                parts = request.parts = request.parts or []
+                parts.append({k: outputs[k][offset:end] for k in request.outputs})
+                if start + count == request.rows.shape[0]:
+                    future.set_result({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+                    request.parts = None
+                    stats.requests_succeeded += 1
+            offset = end
+
+
+def _rows(array: FloatArray, start: int, end: int) -> FloatArray:
+    """A copy of rows [start, end): a view would keep the whole batch's output alive."""
+    if start == 0 and end == array.shape[0]:
+        return array  # the request is the whole batch: nothing to share, nothing to copy
+    return array[start:end].copy()

@@ -1,0 +1,126 @@
+"""The domain behind both APIs: find a model version, run rows through its batcher, count labels.
+
+Servicers translate protobuf into calls here and results back; nothing here knows gRPC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.batching import BatchingConfig, DynamicBatcher, FloatArray, Outputs
+from service.errors import InvalidInput, NotFound, Unavailable
+from service.metrics import Metrics
+from service.registry import ModelVersion, Registry
+
+# Always fetched, whatever the client asked: the prediction metrics need them, and they are small.
+ALWAYS = frozenset({"probabilities", "not_digit"})
+LABELS = [str(d) for d in range(10)]
+
+
+@dataclass
+class _PrometheusObserver:
+    """Feeds one model's batch figures into the Prometheus histograms."""
+
+    metrics: Metrics
+    model: str
+
+    def __post_init__(self) -> None:
+        self._queue = self.metrics.queue_duration.labels(self.model)
+        self._infer = self.metrics.inference_duration.labels(self.model)
+        self._size = self.metrics.batch_size.labels(self.model)
+
+    def on_batch(self, size: int, queue_seconds: Sequence[float], infer_seconds: float) -> None:
+        for seconds in queue_seconds:
+            self._queue.observe(seconds)
+        self._infer.observe(infer_seconds)
+        self._size.observe(size)
+
+
+class Engine:
+    def __init__(
+        self,
+        registry: Registry,
+        batching: BatchingConfig,
+        metrics: Metrics,
+        max_images_per_request: int,
+    ) -> None:
+        self.registry = registry
+        self.metrics = metrics
+        self.max_images = max_images_per_request
+        self.batching = batching
+        self.draining = False
+        self.batchers: dict[tuple[str, int], DynamicBatcher] = {
+            (m.name, m.version): DynamicBatcher(
+                m.runtime.run,
+                batching,
+                name=f"{m.name}-v{m.version}",
+                observer=_PrometheusObserver(metrics, m.name),
+            )
+            for m in registry.all()
+        }
+        self._predictions = {
+            name: [metrics.predictions.labels(name, label) for label in [*LABELS, "not_digit"]]
+            for name in registry.models
+        }
+
+    def start(self) -> None:
+        for batcher in self.batchers.values():
+            batcher.start()
+
+    async def stop(self, grace: float | None) -> None:
+        """Refuse new work; let queued and running batches finish."""
+        self.draining = True
+        for batcher in self.batchers.values():
+            await batcher.stop(grace)
+
+    @property
+    def ready(self) -> bool:
+        return not self.draining and bool(self.registry.models)
+
+    def model(self, name: str, version: int | str | None = None) -> ModelVersion:
+        if self.draining:
+            raise Unavailable("server is shutting down")
+        return self.registry.get(name, version)
+
+    def batcher(self, model: ModelVersion) -> DynamicBatcher:
+        return self.batchers[(model.name, model.version)]
+
+    def check_outputs(self, model: ModelVersion, names: Iterable[str], field: str) -> None:
+        known = model.outputs
+        for i, name in enumerate(names):
+            if name not in known:
+                raise NotFound(
+                    f"{field}[{i}]: model '{model.name}' has no output '{name}' "
+                    f"(outputs: {', '.join(known)})"
+                )
+
+    def check_rows(self, count: int, field: str) -> None:
+        if count < 1:
+            raise InvalidInput(f"{field}: at least one image is required")
+        if count > self.max_images:
+            raise InvalidInput(
+                f"{field}: {count} images exceed the limit of {self.max_images} per request"
+            )
+
+    async def infer(
+        self,
+        model: ModelVersion,
+        rows: FloatArray,
+        outputs: frozenset[str],
+        deadline: float | None,
+    ) -> Outputs:
+        """Rows [n,1,28,28] float32 → the named outputs with n rows (plus `ALWAYS`)."""
+        result = await self.batcher(model).submit(rows, outputs | ALWAYS, deadline)
+        self._count(model, result)
+        return result
+
+    def _count(self, model: ModelVersion, result: Outputs) -> None:
+        labels = result["probabilities"].argmax(axis=1)
+        labels[result["not_digit"] > model.not_digit_threshold] = 10
+        counters = self._predictions[model.name]
+        for label, count in enumerate(np.bincount(labels, minlength=11)):
+            if count:
+                counters[label].inc(int(count))

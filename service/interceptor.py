@@ -1,0 +1,112 @@
+"""The one place where domain errors become gRPC status codes, and requests are counted.
+
+Servicers raise `ServingError`s; this interceptor turns each into its status code with the
+error's message, and anything else into INTERNAL with a fixed message (the traceback goes to the
+log, never to the client). For the inference RPCs it also records the request metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeAlias
+
+import grpc
+from grpc import aio
+
+from service.errors import ServingError
+from service.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+INTERNAL_MESSAGE = "internal error; the server logged the details"
+# Inference RPCs → the `api` label, and how to read the model name from the request.
+INFERENCE_METHODS = {
+    "/inference.GRPCInferenceService/ModelInfer": ("v2", "model_name"),
+    "/digits.v1.Digits/Classify": ("digits", "model"),
+}
+DEFAULT_MODEL = "convnet"
+
+# The stubs' generics are not subscriptable at run time.
+Context: TypeAlias = "aio.ServicerContext[Any, Any]"
+MethodHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Handler = Callable[[Any, Context], Awaitable[Any]]
+
+
+def _code(exc: BaseException) -> grpc.StatusCode:
+    if isinstance(exc, ServingError):
+        return grpc.StatusCode[exc.code]
+    return grpc.StatusCode.INTERNAL
+
+
+class ErrorInterceptor(aio.ServerInterceptor):
+    def __init__(self, metrics: Metrics, models: set[str]) -> None:
+        self.metrics = metrics
+        # Label values come from this set only: a client cannot grow the metrics' cardinality.
+        self.models = models
+        # Wrapped handlers are built once per method, not per call.
+        self._wrapped: dict[str, MethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[MethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> MethodHandler | None:
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None:
+            return cached
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            self._wrap(method, handler.unary_unary),  # type: ignore[arg-type]
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+        self._wrapped[method] = wrapped
+        return wrapped
+
+    def _wrap(self, method: str, inner: Handler) -> Handler:
+        api_field = INFERENCE_METHODS.get(method)
+
+        async def guarded(request: Any, context: Context) -> Any:
+            try:
+                return await inner(request, context)
+            except ServingError as exc:
+                await context.abort(_code(exc), str(exc))
+            except (aio.AbortError, asyncio.CancelledError):
+                raise
+            except Exception:
+                log.exception("unexpected error in %s", method)
+                await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+
+        if api_field is None:
+            return guarded
+        api, model_field = api_field
+        metrics, models = self.metrics, self.models
+
+        async def counted(request: Any, context: Context) -> Any:
+            model = getattr(request, model_field, "") or DEFAULT_MODEL
+            if model not in models:
+                model = "unknown"
+            started = time.monotonic()
+            inflight = metrics.inflight.labels(model)
+            inflight.inc()
+            code = "OK"
+            try:
+                return await guarded(request, context)
+            except asyncio.CancelledError:
+                code = "CANCELLED"
+                raise
+            except aio.AbortError:
+                code = context.code().name if context.code() else "UNKNOWN"
+                raise
+            finally:
+                inflight.dec()
+                metrics.requests.labels(model, api, code).inc()
+                metrics.request_duration.labels(model, api).observe(time.monotonic() - started)
+
+        return counted

@@ -1,0 +1,105 @@
+"""Prometheus collectors, registered on a registry the caller owns (one per server, or per test)."""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+# Request latency: from 100 µs (the mlp in-process) to 10 s (a deep queue under overload).
+LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    10,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "digits_requests",
+            "Requests answered, by model, API and gRPC status code.",
+            ["model", "api", "code"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "digits_request_duration_seconds",
+            "Time from request received to answer sent.",
+            ["model", "api"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_duration = Histogram(
+            "digits_queue_duration_seconds",
+            "Time a request waited in the batcher's queue.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inference_duration = Histogram(
+            "digits_inference_duration_seconds",
+            "Time the runtime took for one batch.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "digits_batch_size",
+            "Images in each batch given to the runtime.",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.inflight = Gauge(
+            "digits_inflight_requests",
+            "Requests received and not yet answered.",
+            ["model"],
+            registry=r,
+        )
+        self.predictions = Counter(
+            "digits_predictions",
+            "Images classified, by predicted label or not_digit.",
+            ["model", "label"],
+            registry=r,
+        )
+        self.build_info = Gauge(
+            "digits_build_info",
+            "Versions this server runs with (value is always 1).",
+            ["version", "onnxruntime", "grpcio", "python"],
+            registry=r,
+        )
+        self.build_info.labels(
+            _version("digits-serving"),
+            _version("onnxruntime-gpu"),
+            _version("grpcio"),
+            platform.python_version(),
+        ).set(1)
+
+
+def serve_metrics(metrics: Metrics, host: str, port: int) -> tuple[object, int]:
+    """Start `/metrics` on a daemon thread; returns the server (to shut down) and its port."""
+    server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
+    return server, int(server.server_address[1])

@@ -1,0 +1,172 @@
+"""The model store on disk → loaded models, each checked against its manifest.
+
+A model version loads only if its `model.onnx` has the sha256 its manifest names and the graph's
+inputs and outputs are the ones the manifest declares. A version that fails is logged with the
+reason and left out; the others serve.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.errors import NotFound
+from service.runtime import OnnxModel
+
+log = logging.getLogger(__name__)
+
+REQUIRED_OUTPUTS = ("probabilities", "logits", "not_digit")
+INPUT_NAME = "image"
+INPUT_SHAPE = [-1, 1, 28, 28]
+
+
+class ManifestError(Exception):
+    """The files of a model version disagree with each other or with the contract."""
+
+
+@dataclass
+class ModelVersion:
+    name: str
+    version: int
+    path: Path
+    manifest: dict[str, Any]
+    runtime: OnnxModel
+
+    @property
+    def outputs(self) -> dict[str, list[int]]:
+        """Output name → shape with -1 for the batch, in graph order."""
+        return {o["name"]: o["shape"] for o in self.manifest["outputs"]}
+
+    @property
+    def layers(self) -> list[str]:
+        return [n for n in self.outputs if n.startswith("layer.")]
+
+    @property
+    def not_digit_threshold(self) -> float:
+        return float(self.manifest["not_digit_threshold"])
+
+
+@dataclass
+class LoadFailure:
+    name: str
+    version: str
+    reason: str
+
+
+@dataclass
+class Registry:
+    models: dict[str, dict[int, ModelVersion]] = field(default_factory=dict)
+    failures: list[LoadFailure] = field(default_factory=list)
+
+    def get(self, name: str, version: int | str | None = None) -> ModelVersion:
+        """`version` None, 0 or "" means the newest."""
+        versions = self.models.get(name)
+        if not versions:
+            known = ", ".join(sorted(self.models)) or "none"
+            raise NotFound(f"model '{name}' is not served (models: {known})")
+        if version in (None, 0, ""):
+            return versions[max(versions)]
+        try:
+            number = int(version)
+        except ValueError:
+            raise NotFound(f"model '{name}' has no version '{version}'") from None
+        if number not in versions:
+            raise NotFound(f"model '{name}' has no version {number} (versions: {sorted(versions)})")
+        return versions[number]
+
+    def all(self) -> Iterable[ModelVersion]:
+        for name in sorted(self.models):
+            for version in sorted(self.models[name]):
+                yield self.models[name][version]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_manifest(manifest: dict[str, Any], runtime: OnnxModel, path: Path) -> None:
+    for key in ("name", "version", "outputs", "inputs", "not_digit_threshold", "onnx_sha256"):
+        if key not in manifest:
+            raise ManifestError(f"manifest has no '{key}'")
+    if manifest["name"] != path.parent.name or str(manifest["version"]) != path.name:
+        raise ManifestError(
+            f"manifest names {manifest['name']}/{manifest['version']}, the directory is "
+            f"{path.parent.name}/{path.name}"
+        )
+    inputs = [(i["name"], i["shape"]) for i in manifest["inputs"]]
+    if inputs != [(INPUT_NAME, INPUT_SHAPE)] or runtime.input_name != INPUT_NAME:
+        raise ManifestError(f"expected one input 'image' {INPUT_SHAPE}, manifest has {inputs}")
+    declared = {o["name"]: o["shape"] for o in manifest["outputs"]}
+    if declared != runtime.output_shapes:
+        raise ManifestError(
+            f"manifest outputs {sorted(declared)} differ from the graph's "
+            f"{sorted(runtime.output_shapes)} (or their shapes do)"
+        )
+    missing = [n for n in REQUIRED_OUTPUTS if n not in declared]
+    if missing:
+        raise ManifestError(f"graph lacks the outputs {missing}")
+
+
+def load_version(path: Path, **runtime_options: Any) -> ModelVersion:
+    manifest_path, onnx_path = path / "manifest.json", path / "model.onnx"
+    if not manifest_path.is_file() or not onnx_path.is_file():
+        raise ManifestError("needs both manifest.json and model.onnx")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ManifestError(f"manifest.json is not valid JSON ({exc})") from exc
+    actual = sha256_file(onnx_path)
+    if actual != manifest.get("onnx_sha256"):
+        raise ManifestError(
+            f"model.onnx sha256 {actual[:12]}… differs from the manifest's "
+            f"{str(manifest.get('onnx_sha256'))[:12]}…"
+        )
+    runtime = OnnxModel(onnx_path, **runtime_options)
+    check_manifest(manifest, runtime, path)
+    return ModelVersion(path.parent.name, int(path.name), path, manifest, runtime)
+
+
+def load_registry(
+    store: Path, only: Iterable[str] = (), warmup: bool = True, **runtime_options: Any
+) -> Registry:
+    """Load every `<store>/<model>/<version>/`; failures are logged and recorded, not raised."""
+    registry = Registry()
+    wanted = set(only)
+    if not store.is_dir():
+        raise ManifestError(f"model store {store} is not a directory")
+    for model_dir in sorted(p for p in store.iterdir() if p.is_dir()):
+        if wanted and model_dir.name not in wanted:
+            continue
+        for version_dir in sorted(p for p in model_dir.iterdir() if p.is_dir()):
+            if not version_dir.name.isdigit():
+                continue
+            where = f"{model_dir.name}/{version_dir.name}"
+            try:
+                model = load_version(version_dir, **runtime_options)
+                if warmup:
+                    model.runtime.run(
+                        np.zeros((1, 1, 28, 28), np.float32), frozenset(model.outputs)
+                    )
+            except Exception as exc:
+                log.error("model %s not loaded: %s", where, exc)
+                registry.failures.append(LoadFailure(model_dir.name, version_dir.name, str(exc)))
+                continue
+            registry.models.setdefault(model.name, {})[model.version] = model
+            log.info(
+                "model %s loaded on %s (%s parameters)",
+                where,
+                model.runtime.device,
+                f"{model.manifest.get('parameters', '?'):,}",
+            )
+    return registry

@@ -1,0 +1,105 @@
+"""onnxruntime sessions: provider choice (CUDA when usable, else CPU) and the blocking run call.
+
+This is the only module that imports onnxruntime. Choosing CUDA is checked before a session is
+made: asking onnxruntime-gpu for the CUDA provider on a machine without a driver logs a page of
+library errors, so we look for a usable driver first and say in one line what we chose.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float32]
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def cuda_devices() -> int:
+    """How many CUDA devices the driver reports; 0 when there is no driver or no device."""
+    try:
+        libcuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0
+    count = ctypes.c_int(0)
+    if libcuda.cuInit(0) != 0 or libcuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return 0
+    return count.value
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    providers: list[str | tuple[str, dict[str, str]]]
+    description: str
+
+
+_choice: DeviceChoice | None = None
+
+
+def choose_device(device: str, device_id: int) -> DeviceChoice:
+    """Pick providers once per process and log the decision in a single line."""
+    global _choice  # noqa: PLW0603 - one decision and one log line per process
+    if _choice is not None:
+        return _choice
+    cpu_only = DeviceChoice([CPU], "CPU")
+    if device == "cpu":
+        _choice = cpu_only
+        log.info("device: CPU (as configured)")
+    elif CUDA not in ort.get_available_providers():
+        _choice = cpu_only
+        log.info("device: CPU (this onnxruntime build has no CUDA provider)")
+    elif (count := cuda_devices()) <= device_id:
+        _choice = cpu_only
+        log.info("device: CPU (no usable CUDA device %d: the driver reports %d)", device_id, count)
+    else:
+        options = {"device_id": str(device_id)}
+        _choice = DeviceChoice([(CUDA, options), CPU], f"CUDA:{device_id}")
+    if device == "cuda" and _choice is cpu_only:
+        log.warning("device=cuda was asked for but is not usable; serving on the CPU")
+    return _choice
+
+
+class OnnxModel:
+    """One loaded graph. `run` blocks; callers keep it off the event loop."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        device: str = "auto",
+        device_id: int = 0,
+        intra_op_threads: int = 0,
+        inter_op_threads: int = 1,
+    ) -> None:
+        choice = choose_device(device, device_id)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = inter_op_threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Errors reach us as exceptions; onnxruntime's own warnings would only repeat them.
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), options, providers=choice.providers)
+        used = self.session.get_providers()
+        self.provider = used[0]
+        self.device = "CUDA" if self.provider == CUDA else "CPU"
+        if choice.description.startswith("CUDA") and self.device != "CUDA":
+            log.warning("%s: CUDA provider failed to initialise; running on the CPU", path)
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.output_shapes = {
+            o.name: [d if isinstance(d, int) else -1 for d in o.shape]
+            for o in self.session.get_outputs()
+        }
+
+    def run(self, batch: FloatArray, outputs: frozenset[str]) -> dict[str, FloatArray]:
+        names = [n for n in self.output_names if n in outputs]
+        values = self.session.run(names, {self.input_name: batch})
+        return dict(zip(names, values, strict=True))

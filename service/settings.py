@@ -1,0 +1,69 @@
+"""Every knob of the server, as flags and `DIGITS_*` environment variables of the same names.
+
+`python -m service --help` prints these docstrings; the README's settings table is made from them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Serve the models of a model store over gRPC (KServe V2 and digits.v1)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DIGITS_",
+        cli_prog_name="python -m service",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        use_attribute_docstrings=True,
+        extra="forbid",
+        protected_namespaces=(),
+    )
+
+    model_store: Path = Path("model_store")
+    """Directory of `<model>/<version>/{model.onnx,manifest.json}`."""
+    models: list[str] = Field(default_factory=list)
+    """Serve only these model names (default: every model in the store)."""
+    host: str = "0.0.0.0"
+    """Address the gRPC and metrics ports bind to."""
+    grpc_port: int = Field(8001, ge=0, le=65535)
+    """gRPC port (KServe V2, digits.v1, health, reflection); 0 picks a free port and logs it."""
+    metrics_port: int = Field(8002, ge=0, le=65535)
+    """Prometheus `/metrics` port; 0 picks a free port and logs it."""
+
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    """`auto` uses the CUDA provider when a GPU is usable, else the CPU provider."""
+    device_id: int = Field(0, ge=0)
+    """CUDA device ordinal."""
+    intra_op_threads: int = Field(0, ge=0)
+    """onnxruntime threads inside one operator; 0 lets onnxruntime choose (one per core)."""
+    inter_op_threads: int = Field(1, ge=1)
+    """onnxruntime threads across independent operators."""
+    warmup: bool = True
+    """Run each model once at load, so the first request pays no initialisation."""
+
+    max_batch_size: int = Field(64, ge=1, le=4096)
+    """Most images the dynamic batcher gives the model in one call."""
+    max_queue_delay_us: int = Field(0, ge=0)
+    """How long a batch may wait to fill, in microseconds; 0 runs whatever is queued at once."""
+    max_queue_size: int = Field(1024, ge=1)
+    """Most images waiting per model; beyond it requests fail with RESOURCE_EXHAUSTED."""
+
+    max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    """Largest gRPC message received or sent (requests with layer tensors can be large)."""
+    max_images_per_request: int = Field(1024, ge=1)
+    """Most images (rows) one request may carry."""
+    max_encoded_image_bytes: int = Field(8 * 1024 * 1024, ge=1)
+    """Largest PNG/JPEG accepted by digits.v1."""
+    max_image_pixels: int = Field(16_000_000, ge=784)
+    """Largest decoded width x height accepted (decompression bombs are refused before decoding)."""
+
+    grace_period_s: float = Field(10.0, ge=0)
+    """On SIGTERM/SIGINT: time for queued and running work to finish before the server stops."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Log level."""

@@ -1,0 +1,247 @@
+"""KServe V2 / Triton `inference.GRPCInferenceService`: protobuf ↔ numpy, nothing more.
+
+Inputs arrive as `raw_input_contents` (what tritonclient and perf_analyzer send) or as typed
+`contents.fp32_contents`; outputs always go back as `raw_output_contents`, which is all that
+tritonclient reads. Non-finite pixels (perf_analyzer's random data has them) become 0 and every
+pixel is clipped to [0,1], so the answer is always finite.
+"""
+
+from __future__ import annotations
+
+import time
+from importlib import metadata
+from typing import Any, TypeAlias
+
+import numpy as np
+from grpc import aio
+
+from service._proto.inference import grpc_service_pb2 as pb
+from service._proto.inference import grpc_service_pb2_grpc as pb_grpc
+from service._proto.inference import model_config_pb2 as mc
+from service.batching import FloatArray
+from service.engine import Engine
+from service.errors import InvalidInput, ServingError
+from service.registry import INPUT_NAME, ModelVersion
+
+PIXELS = 28 * 28
+# Listed in metadata and returned when a request names no outputs; layers only when named.
+DEFAULT_OUTPUTS = ("probabilities", "logits", "not_digit")
+PLATFORM = "onnxruntime_onnx"
+# The stubs' generics are not subscriptable at run time.
+Context: TypeAlias = "aio.ServicerContext[Any, Any]"
+
+
+class Unimplemented(ServingError):
+    code = "UNIMPLEMENTED"
+
+
+def deadline_of(context: Context) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+def decode_input(request: pb.ModelInferRequest, max_images: int) -> FloatArray:
+    """The one `image` input → sanitised float32 [n,1,28,28]."""
+    if len(request.inputs) != 1:
+        raise InvalidInput(f"inputs: expected exactly one input 'image', got {len(request.inputs)}")
+    tensor = request.inputs[0]
+    if tensor.name != INPUT_NAME:
+        raise InvalidInput(f"inputs[0].name: expected 'image', got '{tensor.name}'")
+    if tensor.datatype != "FP32":
+        raise InvalidInput(f"inputs[0].datatype: expected FP32, got '{tensor.datatype}'")
+    shape = list(tensor.shape)
+    if len(shape) != 4 or shape[1:] != [1, 28, 28] or shape[0] < 1:
+        raise InvalidInput(f"inputs[0].shape: expected [N,1,28,28] with N >= 1, got {shape}")
+    n = shape[0]
+    if n > max_images:
+        raise InvalidInput(f"inputs[0].shape: {n} images exceed the limit of {max_images}")
+    if request.raw_input_contents:
+        if len(request.raw_input_contents) != 1:
+            raise InvalidInput("raw_input_contents: expected one entry, for input 'image'")
+        raw = request.raw_input_contents[0]
+        if len(raw) != n * PIXELS * 4:
+            raise InvalidInput(
+                f"raw_input_contents[0]: shape {shape} needs {n * PIXELS * 4} bytes of FP32, "
+                f"got {len(raw)}"
+            )
+        flat = np.frombuffer(raw, dtype="<f4")
+    else:
+        values = tensor.contents.fp32_contents
+        if len(values) != n * PIXELS:
+            raise InvalidInput(
+                f"inputs[0].contents.fp32_contents: shape {shape} needs {n * PIXELS} values, "
+                f"got {len(values)}"
+            )
+        flat = np.asarray(values, dtype=np.float32)
+    # clip maps ±inf to the bounds and keeps NaN; nan_to_num then zeroes the NaN, in place.
+    pixels: FloatArray = np.clip(flat.reshape(n, 1, 28, 28), 0.0, 1.0, dtype=np.float32)
+    np.nan_to_num(pixels, copy=False, nan=0.0)
+    return pixels
+
+
+def tensor_metadata(model: ModelVersion, name: str) -> pb.ModelMetadataResponse.TensorMetadata:
+    return pb.ModelMetadataResponse.TensorMetadata(
+        name=name, datatype="FP32", shape=model.outputs[name]
+    )
+
+
+def model_config(model: ModelVersion, engine: Engine) -> mc.ModelConfig:
+    """Triton's view of the model: the batch dimension is implicit (max_batch_size > 0)."""
+    outputs = []
+    for name in DEFAULT_OUTPUTS:
+        dims = model.outputs[name][1:]
+        # A per-image scalar is declared Triton's way: dims [1], reshaped to [].
+        reshape = mc.ModelTensorReshape(shape=[]) if not dims else None
+        outputs.append(
+            mc.ModelOutput(name=name, data_type=mc.TYPE_FP32, dims=dims or [1], reshape=reshape)
+        )
+    kind = (
+        mc.ModelInstanceGroup.KIND_GPU
+        if model.runtime.device == "CUDA"
+        else mc.ModelInstanceGroup.KIND_CPU
+    )
+    return mc.ModelConfig(
+        name=model.name,
+        platform=PLATFORM,
+        backend="onnxruntime",
+        max_batch_size=engine.batching.max_batch_size,
+        input=[mc.ModelInput(name=INPUT_NAME, data_type=mc.TYPE_FP32, dims=[1, 28, 28])],
+        output=outputs,
+        dynamic_batching=mc.ModelDynamicBatching(
+            max_queue_delay_microseconds=int(engine.batching.max_queue_delay * 1e6),
+            default_queue_policy=mc.ModelQueuePolicy(max_queue_size=engine.batching.max_queue_size),
+        ),
+        instance_group=[mc.ModelInstanceGroup(count=1, kind=kind)],
+    )
+
+
+def _duration(count: int, ns: int) -> pb.StatisticDuration:
+    return pb.StatisticDuration(count=count, ns=ns)
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        try:
+            self.version = metadata.version("digits-serving")
+        except metadata.PackageNotFoundError:
+            self.version = "unknown"
+
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: Context
+    ) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: Context
+    ) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.engine.ready)
+
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: Context
+    ) -> pb.ModelReadyResponse:
+        try:
+            self.engine.model(request.name, request.version)
+        except ServingError:
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=True)
+
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: Context
+    ) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(name="digits-serving", version=self.version)
+
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: Context
+    ) -> pb.ModelMetadataResponse:
+        model = self.engine.model(request.name, request.version)
+        versions = self.engine.registry.models[model.name]
+        return pb.ModelMetadataResponse(
+            name=model.name,
+            versions=[str(v) for v in sorted(versions)],
+            platform=PLATFORM,
+            inputs=[
+                pb.ModelMetadataResponse.TensorMetadata(
+                    name=INPUT_NAME, datatype="FP32", shape=[-1, 1, 28, 28]
+                )
+            ],
+            outputs=[tensor_metadata(model, name) for name in DEFAULT_OUTPUTS],
+        )
+
+    async def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: Context
+    ) -> pb.ModelConfigResponse:
+        model = self.engine.model(request.name, request.version)
+        return pb.ModelConfigResponse(config=model_config(model, self.engine))
+
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: Context
+    ) -> pb.ModelInferResponse:
+        engine = self.engine
+        model = engine.model(request.model_name, request.model_version)
+        rows = decode_input(request, engine.max_images)
+        names = [o.name for o in request.outputs] or list(DEFAULT_OUTPUTS)
+        engine.check_outputs(model, names, "outputs")
+        result = await engine.infer(model, rows, frozenset(names), deadline_of(context))
+        response = pb.ModelInferResponse(
+            model_name=model.name, model_version=str(model.version), id=request.id
+        )
+        for name in names:
+            value = result[name]
+            response.outputs.add(name=name, datatype="FP32", shape=value.shape)
+            response.raw_output_contents.append(value.tobytes())
+        return response
+
+    async def ModelStreamInfer(  # type: ignore[override]
+        self, request_iterator: object, context: Context
+    ) -> None:
+        raise Unimplemented("ModelStreamInfer is not supported; use ModelInfer")
+
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: Context
+    ) -> pb.ModelStatisticsResponse:
+        if request.name:
+            models = [self.engine.model(request.name, request.version)]
+        else:
+            models = list(self.engine.registry.all())
+        response = pb.ModelStatisticsResponse()
+        for model in models:
+            stats = self.engine.batcher(model).stats
+            response.model_stats.append(
+                pb.ModelStatistics(
+                    name=model.name,
+                    version=str(model.version),
+                    last_inference=stats.last_inference_ms,
+                    inference_count=stats.rows_inferred,
+                    execution_count=stats.batches_executed,
+                    inference_stats=pb.InferStatistics(
+                        success=_duration(stats.requests_succeeded, 0),
+                        fail=_duration(
+                            stats.requests_failed
+                            + stats.requests_expired
+                            + stats.requests_rejected,
+                            0,
+                        ),
+                        queue=_duration(stats.requests_succeeded, stats.queue_ns),
+                        compute_infer=_duration(stats.batches_executed, stats.compute_ns),
+                    ),
+                )
+            )
+        return response
+
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: Context
+    ) -> pb.RepositoryIndexResponse:
+        response = pb.RepositoryIndexResponse()
+        for model in self.engine.registry.all():
+            state = "UNAVAILABLE" if self.engine.draining else "READY"
+            response.models.add(name=model.name, version=str(model.version), state=state)
+        if not request.ready:
+            for failure in self.engine.registry.failures:
+                response.models.add(
+                    name=failure.name,
+                    version=failure.version,
+                    state="UNAVAILABLE",
+                    reason=failure.reason,
+                )
+        return response

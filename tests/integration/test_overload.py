@@ -1,0 +1,99 @@
+"""A full queue sheds with RESOURCE_EXHAUSTED; expired requests never reach the model."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import grpc
+import numpy as np
+import pytest
+
+from service._proto.inference import grpc_service_pb2 as v2
+from service._proto.inference import grpc_service_pb2_grpc as v2_grpc
+from tests.integration import reference
+from tests.integration.server import ServerProcess, inflight
+
+
+@pytest.fixture(scope="module")
+def small_queue() -> Iterator[ServerProcess]:
+    server = ServerProcess(
+        "--models",
+        "mlp",
+        "--max-batch-size",
+        "1",
+        "--max-queue-size",
+        "2100",
+        "--max-images-per-request",
+        "2000",
+    )
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def request_of(images: np.ndarray) -> v2.ModelInferRequest:
+    request = v2.ModelInferRequest(model_name="mlp")
+    request.inputs.add(name="image", datatype="FP32", shape=list(images.shape))
+    request.raw_input_contents.append(images.tobytes())
+    return request
+
+
+def rows_inferred(stub: v2_grpc.GRPCInferenceServiceStub) -> int:
+    stats = stub.ModelStatistics(v2.ModelStatisticsRequest(name="mlp"), timeout=5)
+    return int(stats.model_stats[0].inference_count)
+
+
+def test_full_queue_answers_resource_exhausted(small_queue: ServerProcess) -> None:
+    images = reference.test_images(500)
+
+    async def flood() -> list[object]:
+        async with grpc.aio.insecure_channel(small_queue.address) as channel:
+            stub = v2_grpc.GRPCInferenceServiceStub(channel)
+            calls = [stub.ModelInfer(request_of(images), timeout=60) for _ in range(30)]
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+    results = asyncio.run(flood())
+    codes = Counter(
+        "OK" if isinstance(r, v2.ModelInferResponse) else r.code().name  # type: ignore[attr-defined]
+        for r in results
+    )
+    assert codes["RESOURCE_EXHAUSTED"] > 0 and codes["OK"] > 0
+    assert set(codes) == {"OK", "RESOURCE_EXHAUSTED"}
+    # The server is unharmed: a request afterwards succeeds.
+    with grpc.insecure_channel(small_queue.address) as channel:
+        response = v2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
+            request_of(images[:2]), timeout=10
+        )
+    assert response.outputs[0].name == "probabilities"
+
+
+def test_expired_requests_are_not_computed(small_queue: ServerProcess) -> None:
+    """Behind a long queue, requests with a short deadline expire and cost the model nothing."""
+    images = reference.test_images(2000)
+
+    async def scenario() -> tuple[list[object], int]:
+        async with grpc.aio.insecure_channel(small_queue.address) as channel:
+            stub = v2_grpc.GRPCInferenceServiceStub(channel)
+            before = rows_inferred(stub_sync)
+            blocker = stub.ModelInfer(request_of(images), timeout=60)
+            while inflight(small_queue, "mlp") < 1:
+                await asyncio.sleep(0.005)
+            started = time.monotonic()
+            short = [stub.ModelInfer(request_of(images[:10]), timeout=0.1) for _ in range(5)]
+            results = await asyncio.gather(*short, return_exceptions=True)
+            await blocker
+            print(f"blocker done {time.monotonic() - started:.3f}s after the short ones were sent")
+            return results, rows_inferred(stub_sync) - before
+
+    with grpc.insecure_channel(small_queue.address) as sync_channel:
+        stub_sync = v2_grpc.GRPCInferenceServiceStub(sync_channel)
+        results, computed = asyncio.run(scenario())
+    assert all(
+        isinstance(r, grpc.aio.AioRpcError) and r.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        for r in results
+    ), results
+    assert computed == 2000  # the blocker's rows only

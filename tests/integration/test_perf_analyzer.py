@@ -1,0 +1,50 @@
+"""Triton's own perf_analyzer (as shipped in tritonclient 2.41) drives the server unchanged."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration.server import ServerProcess, scrape
+
+
+def perf_analyzer_env() -> dict[str, str]:
+    """perf_analyzer links libcudart even on a CPU machine; the pip package provides it."""
+    import nvidia.cuda_runtime
+
+    lib = Path(next(iter(nvidia.cuda_runtime.__path__))) / "lib"
+    path = os.environ.get("LD_LIBRARY_PATH", "")
+    return {**os.environ, "LD_LIBRARY_PATH": f"{lib}:{path}" if path else str(lib)}
+
+
+@pytest.mark.parametrize(("model", "batch"), [("mlp", 1), ("convnet", 4)])
+def test_perf_analyzer_runs_against_the_server(
+    server: ServerProcess, model: str, batch: int
+) -> None:
+    binary = shutil.which("perf_analyzer", path=str(Path(sys.executable).parent))
+    assert binary, "perf_analyzer is installed with tritonclient[grpc]"
+    ok = ("digits_requests_total", (("api", "v2"), ("code", "OK"), ("model", model)))
+    before = scrape(server).get(ok, 0.0)
+    # --stability-percentage 1000: a shared 2-core machine is never "stable"; this test checks
+    # that perf_analyzer works unchanged, not how fast.
+    args = (
+        f"-m {model} -u {server.address} -i grpc -b {batch} --concurrency-range 2 "
+        "--measurement-mode count_windows --measurement-request-count 50 --max-trials 3 "
+        "--stability-percentage 1000"
+    )
+    result = subprocess.run(
+        [binary, *args.split()],
+        env=perf_analyzer_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Throughput:" in result.stdout
+    assert scrape(server).get(ok, 0.0) - before >= 50

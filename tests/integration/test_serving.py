@@ -1,0 +1,244 @@
+"""digits.v1, health, reflection, metrics and concurrency against the real server."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import random
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from PIL import Image
+
+from service._proto.digits.v1 import digits_pb2, digits_pb2_grpc
+from service._proto.inference import grpc_service_pb2 as v2
+from service._proto.inference import grpc_service_pb2_grpc as v2_grpc
+from tests.integration import reference
+from tests.integration.server import ServerProcess, scrape
+
+
+@pytest.fixture(scope="module")
+def channel(server: ServerProcess) -> grpc.Channel:
+    return grpc.insecure_channel(server.address)
+
+
+@pytest.fixture(scope="module")
+def digits(channel: grpc.Channel) -> digits_pb2_grpc.DigitsStub:
+    return digits_pb2_grpc.DigitsStub(channel)
+
+
+def png(pixels: np.ndarray, scale: int = 10, invert: bool = True) -> bytes:
+    """A big, black-on-white PNG of an MNIST digit: what a person would upload."""
+    grey = (pixels * 255).astype(np.uint8)
+    image = Image.fromarray(255 - grey if invert else grey).resize((28 * scale, 28 * scale))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_classify_png_uploads(digits: digits_pb2_grpc.DigitsStub) -> None:
+    images = reference.test_images(20)[:, 0]
+    request = digits_pb2.ClassifyRequest(
+        model="mlp",
+        include_not_digit=True,
+        images=[digits_pb2.Image(encoded=png(image)) for image in images],
+    )
+    response = digits.Classify(request, timeout=10)
+    assert (response.model, response.version) == ("mlp", reference.newest("mlp"))
+    predicted = [r.digit for r in response.results]
+    labels = reference.mnist_test().labels[:20].tolist()
+    assert sum(p == t for p, t in zip(predicted, labels, strict=True)) >= 17
+    for result in response.results:
+        assert result.HasField("not_digit")
+        assert result.confidence == pytest.approx(max(result.probabilities))
+        assert 0 <= result.top2_margin <= result.confidence
+
+
+def test_classify_pixels_equals_direct_onnxruntime(digits: digits_pb2_grpc.DigitsStub) -> None:
+    images = reference.test_images(4, offset=50)
+    request = digits_pb2.ClassifyRequest(
+        model="mlp",
+        layers=["*"],
+        include_logits=True,
+        images=[digits_pb2.Image(pixels=digits_pb2.Pixels(data=i.ravel())) for i in images],
+    )
+    response = digits.Classify(request, timeout=10)
+    expected = reference.run("mlp", images, ["probabilities", "logits", "layer.hidden1"])
+    for i, result in enumerate(response.results):
+        assert not result.HasField("not_digit")
+        np.testing.assert_allclose(result.probabilities, expected["probabilities"][i], atol=1e-6)
+        np.testing.assert_allclose(result.logits, expected["logits"][i], atol=1e-5)
+        assert [t.name for t in result.layers] == ["hidden1", "hidden2"]
+        hidden1 = np.frombuffer(result.layers[0].data, "<f4").reshape(result.layers[0].shape)
+        np.testing.assert_allclose(hidden1, expected["layer.hidden1"][i], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("request_", "code", "message"),
+    [
+        (digits_pb2.ClassifyRequest(model="mlp"), "INVALID_ARGUMENT", "images: at least one"),
+        (
+            digits_pb2.ClassifyRequest(
+                model="mlp",
+                images=[
+                    digits_pb2.Image(pixels=digits_pb2.Pixels(data=[0.5] * 784)),
+                    digits_pb2.Image(encoded=b"\x89PNG\r\n\x1a\n garbage"),
+                ],
+            ),
+            "INVALID_ARGUMENT",
+            "images[1]",
+        ),
+        (
+            digits_pb2.ClassifyRequest(
+                model="mlp",
+                images=[
+                    digits_pb2.Image(pixels=digits_pb2.Pixels(data=[0.5] * 780)),
+                ],
+            ),
+            "INVALID_ARGUMENT",
+            "images[0].pixels",
+        ),
+        (
+            digits_pb2.ClassifyRequest(model="mlp", images=[digits_pb2.Image()]),
+            "INVALID_ARGUMENT",
+            "images[0]",
+        ),
+        (
+            digits_pb2.ClassifyRequest(
+                model="mlp",
+                layers=["conv9"],
+                images=[
+                    digits_pb2.Image(pixels=digits_pb2.Pixels(data=[0.0] * 784)),
+                ],
+            ),
+            "NOT_FOUND",
+            "layers[0]: model 'mlp' has no layer 'conv9'",
+        ),
+        (digits_pb2.ClassifyRequest(model="nope"), "NOT_FOUND", "model 'nope' is not served"),
+    ],
+)
+def test_bad_classify_requests_get_precise_status(
+    digits: digits_pb2_grpc.DigitsStub,
+    request_: digits_pb2.ClassifyRequest,
+    code: str,
+    message: str,
+) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        digits.Classify(request_, timeout=10)
+    assert err.value.code().name == code
+    assert message in err.value.details()
+
+
+def test_list_and_get_models(digits: digits_pb2_grpc.DigitsStub) -> None:
+    listed = digits.ListModels(digits_pb2.ListModelsRequest(), timeout=10).models
+    assert [m.name for m in listed] == sorted(m.name for m in listed)
+    mlp = digits.GetModel(digits_pb2.GetModelRequest(name="mlp"), timeout=10)
+    assert mlp.parameters == 13_002
+    assert mlp.ready and mlp.device == "CPUExecutionProvider"
+    assert [(t.name, list(t.shape)) for t in mlp.layers] == [("hidden1", [16]), ("hidden2", [16])]
+    assert mlp.test_accuracy == reference.manifest("mlp")["metrics"]["test_accuracy"]  # type: ignore[index]
+
+
+def test_health_overall_and_per_model(channel: grpc.Channel) -> None:
+    stub = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "mlp", "digits.v1.Digits", "inference.GRPCInferenceService"):
+        status = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+        assert status == health_pb2.HealthCheckResponse.SERVING, service
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Check(health_pb2.HealthCheckRequest(service="resnet"), timeout=5)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_reflection_lists_and_describes_the_services(channel: grpc.Channel) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    requests = [
+        reflection_pb2.ServerReflectionRequest(list_services=""),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="digits.v1.Digits"),
+    ]
+    listed, described = list(stub.ServerReflectionInfo(iter(requests), timeout=5))
+    names = {s.name for s in listed.list_services_response.service}
+    assert {"inference.GRPCInferenceService", "digits.v1.Digits", "grpc.health.v1.Health"} <= names
+    assert described.file_descriptor_response.file_descriptor_proto
+
+
+def test_metrics_count_what_was_sent(server: ServerProcess, channel: grpc.Channel) -> None:
+    def value(
+        samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
+    ) -> float:
+        return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    before = scrape(server)
+    stub = v2_grpc.GRPCInferenceServiceStub(channel)
+    images = reference.test_images(3, offset=200)
+    request = v2.ModelInferRequest(model_name="mlp")
+    request.inputs.add(name="image", datatype="FP32", shape=[3, 1, 28, 28])
+    request.raw_input_contents.append(images.tobytes())
+    for _ in range(5):
+        stub.ModelInfer(request, timeout=10)
+    bad = v2.ModelInferRequest(model_name="mlp")
+    bad.inputs.add(name="image", datatype="FP32", shape=[1, 1, 28, 28])
+    for _ in range(2):
+        with pytest.raises(grpc.RpcError):
+            stub.ModelInfer(bad, timeout=10)
+    after = scrape(server)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("digits_requests_total", model="mlp", api="v2", code="OK") == 5
+    assert delta("digits_requests_total", model="mlp", api="v2", code="INVALID_ARGUMENT") == 2
+    assert delta("digits_request_duration_seconds_count", model="mlp", api="v2") == 7
+    assert delta("digits_batch_size_sum", model="mlp") == 15
+    predictions = sum(
+        delta("digits_predictions_total", model="mlp", label=label)
+        for label in [*map(str, range(10)), "not_digit"]
+    )
+    assert predictions == 15
+    assert value(after, "digits_inflight_requests", model="mlp") == 0
+    assert any(name == "digits_build_info" for name, _ in after)
+
+
+def test_200_concurrent_mixed_requests_each_get_their_own_rows(server: ServerProcess) -> None:
+    """Sizes, models and outputs mixed; every answer equals direct onnxruntime on its rows."""
+    rng = random.Random(7)
+    models = ["mlp", "convnet"] if (reference.STORE / "convnet").is_dir() else ["mlp"]
+    plans = []
+    for i in range(200):
+        model = rng.choice(models)
+        layers = [
+            o["name"]
+            for o in reference.manifest(model)["outputs"]  # type: ignore[attr-defined]
+            if o["name"].startswith("layer.")
+        ]
+        outputs = rng.sample(["probabilities", "logits", "not_digit", *layers], k=rng.randint(1, 3))
+        count = rng.choice([1, 1, 2, 5, 17, 64, 100])
+        plans.append((model, outputs, reference.test_images(count, offset=(i * 37) % 9000)))
+
+    async def run_all() -> list[v2.ModelInferResponse]:
+        async with grpc.aio.insecure_channel(
+            server.address, options=[("grpc.max_receive_message_length", 64 << 20)]
+        ) as channel:
+            stub = v2_grpc.GRPCInferenceServiceStub(channel)
+
+            async def one(
+                model: str, outputs: list[str], images: np.ndarray
+            ) -> v2.ModelInferResponse:
+                request = v2.ModelInferRequest(model_name=model)
+                request.inputs.add(name="image", datatype="FP32", shape=list(images.shape))
+                request.raw_input_contents.append(images.tobytes())
+                for name in outputs:
+                    request.outputs.add(name=name)
+                return await stub.ModelInfer(request, timeout=60)
+
+            return await asyncio.gather(*(one(*plan) for plan in plans))
+
+    responses = asyncio.run(run_all())
+    for (model, outputs, images), response in zip(plans, responses, strict=True):
+        expected = reference.run(model, images, outputs)
+        assert [o.name for o in response.outputs] == outputs
+        for tensor, raw in zip(response.outputs, response.raw_output_contents, strict=True):
+            got = np.frombuffer(raw, "<f4").reshape(tensor.shape)
+            np.testing.assert_allclose(got, expected[tensor.name], rtol=1e-4, atol=1e-5)

@@ -1,0 +1,144 @@
+"""The training pipeline end to end on a small subset: train, export, check, parity with torch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from training import data
+from training.__main__ import main as train_main
+from training.models import MLP, ConvNet, Exported, count_parameters
+from training.train import to_tensor
+
+CONTRACT_OUTPUTS = ["probabilities", "logits", "not_digit"]
+
+
+def test_plain_convnet_geometry_has_628750_parameters() -> None:
+    """Our convnet swaps each conv bias for batch norm; the plain geometry's count stays exact."""
+    plain = (
+        sum(
+            c_in * c_out * 25 + c_out
+            for c_in, c_out in zip((1, *ConvNet.channels[:-1]), ConvNet.channels, strict=True)
+        )
+        + (800 * 500 + 500)
+        + (500 * 10 + 10)
+    )
+    assert plain == 628_750
+    bias_free_with_bn = plain - sum(ConvNet.channels) + 2 * sum(ConvNet.channels)
+    assert count_parameters(ConvNet()) == bias_free_with_bn == 628_990
+
+
+def test_mlp_has_13002_parameters() -> None:
+    assert count_parameters(MLP()) == 13_002
+
+
+def test_convnet_layer_shapes_follow_28_24_20_16_12_8_4() -> None:
+    acts = ConvNet().eval().layers(torch.zeros(3, 1, 28, 28))
+    sides = [acts[f"conv{i}"].shape[-1] for i in range(1, 7)]
+    assert sides == [24, 20, 16, 12, 8, 4]
+    assert [acts[f"conv{i}"].shape[1] for i in range(1, 7)] == [20, 20, 50, 50, 50, 50]
+    assert acts["fc1"].shape == (3, 500)
+    assert acts["logits"].shape == (3, 10)
+
+
+@pytest.fixture(scope="module")
+def smoke_store(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Path:
+    """Both models trained for one short epoch on 1,500 images and exported."""
+    out = tmp_path_factory.mktemp("store")
+    argv = [
+        "--model",
+        "all",
+        "--epochs",
+        "1",
+        "--limit",
+        "1500",
+        "--out",
+        str(out),
+        "--data-dir",
+        str(mnist_dir),
+        "--checkpoints",
+        str(out / "checkpoints"),
+    ]
+    assert train_main(argv) == 0
+    return out
+
+
+@pytest.mark.parametrize("name", ["convnet", "mlp"])
+def test_smoke_run_writes_a_valid_artifact(smoke_store: Path, name: str, mnist_dir: Path) -> None:
+    version_dir = smoke_store / name / "1"
+    onnx_model = onnx.load(str(version_dir / "model.onnx"))
+    onnx.checker.check_model(onnx_model)
+    assert onnx_model.opset_import[0].version >= 17
+
+    manifest = json.loads((version_dir / "manifest.json").read_text())
+    for key in (
+        "name",
+        "version",
+        "architecture",
+        "parameters",
+        "inputs",
+        "outputs",
+        "metrics",
+        "not_digit_threshold",
+        "onnx_sha256",
+        "training",
+    ):
+        assert key in manifest, key
+    assert manifest["name"] == name and manifest["version"] == 1
+    assert manifest["training"]["data"]["sha256"] == data.dataset_checksums(mnist_dir)
+    assert [o["name"] for o in manifest["outputs"]][:3] == CONTRACT_OUTPUTS
+    # One short epoch on 1,500 images already beats chance (10%) clearly.
+    assert manifest["metrics"]["test_accuracy"] > 0.2
+    assert (smoke_store / "checkpoints" / f"{name}.pt").is_file()
+
+
+def test_a_second_run_becomes_version_2(tmp_path: Path, mnist_dir: Path) -> None:
+    argv = [
+        "--model",
+        "mlp",
+        "--epochs",
+        "1",
+        "--limit",
+        "300",
+        "--out",
+        str(tmp_path),
+        "--data-dir",
+        str(mnist_dir),
+        "--checkpoints",
+        str(tmp_path / "ck"),
+    ]
+    train_main(argv)
+    train_main(argv)
+    assert sorted(p.name for p in (tmp_path / "mlp").iterdir()) == ["1", "2"]
+
+
+@pytest.mark.parametrize("model_cls", [ConvNet, MLP])
+def test_onnx_matches_pytorch_on_every_output(
+    model_cls: type[ConvNet] | type[MLP], tmp_path: Path, mnist_dir: Path
+) -> None:
+    """Parity on 256 test images, layers included: max |difference| ≤ 1e-4."""
+    from training.export import export_onnx
+
+    torch.manual_seed(0)
+    model = model_cls()
+    # Give batch norm statistics that are not the identity, as after training.
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(512, 1, 28, 28))
+    model.eval()
+    path = tmp_path / "model.onnx"
+    names = export_onnx(model, path)
+
+    images = to_tensor(data.load_split(mnist_dir, "test").images[:256])
+    with torch.no_grad():
+        expected = [t.numpy() for t in Exported(model).eval()(images)]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(names, {"image": images.numpy()})
+    worst = {n: float(np.abs(e - g).max()) for n, e, g in zip(names, expected, got, strict=True)}
+    assert all(value <= 1e-4 for value in worst.values()), worst

@@ -1,0 +1,137 @@
+"""The two networks we serve.
+
+Both take pixels in [0,1] (white digit on black, as in MNIST), normalise inside the network, and
+return every layer's activation by name, so the exported graph can offer each one as an output.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std with MNIST's statistics, inside the graph: clients send raw pixels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
+        self.register_buffer("mean", torch.tensor(MNIST_MEAN))
+        self.register_buffer("std", torch.tensor(MNIST_STD))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def conv_block(c_in: int, c_out: int) -> nn.Sequential:
+    """5x5 convolution without padding (each side loses 2 pixels), batch norm, ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel_size=5, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ConvNet(nn.Module):
+    """Six 5x5 convolutions, 28→24→20→16→12→8→4 with 20,20,50,50,50,50 maps, then 800→500→10.
+
+    Batch norm after each convolution replaces the conv bias (and folds back into the conv weights
+    at export); dropout regularises the two dense layers. The layer geometry is the plain one.
+    """
+
+    architecture = "6x conv5x5 (20,20,50,50,50,50; 28-24-20-16-12-8-4) + BN + ReLU, 800-500-10"
+    layer_names = ("conv1", "conv2", "conv3", "conv4", "conv5", "conv6", "fc1")
+    channels = (20, 20, 50, 50, 50, 50)
+
+    def __init__(self, dropout: float = 0.3) -> None:
+        super().__init__()
+        self.normalize = Normalize()
+        c_in = 1
+        convs = []
+        for c_out in self.channels:
+            convs.append(conv_block(c_in, c_out))
+            c_in = c_out
+        self.convs = nn.ModuleList(convs)
+        self.drop1 = nn.Dropout(dropout)
+        self.fc1 = nn.Linear(4 * 4 * 50, 500)
+        self.drop2 = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(500, 10)
+
+    def layers(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every named activation, then `logits`."""
+        out: dict[str, torch.Tensor] = {}
+        h = self.normalize(x)
+        for i, conv in enumerate(self.convs, start=1):
+            h = conv(h)
+            out[f"conv{i}"] = h
+        h = torch.relu(self.fc1(self.drop1(h.flatten(1))))
+        out["fc1"] = h
+        out["logits"] = self.fc2(self.drop2(h))
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)["logits"]
+
+
+class MLP(nn.Module):
+    """784 → 16 → 16 → 10 with sigmoid activations: 13,002 parameters."""
+
+    architecture = "784-16-16-10 fully connected, sigmoid"
+    layer_names = ("hidden1", "hidden2")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.normalize = Normalize()
+        self.hidden1 = nn.Linear(784, 16)
+        self.hidden2 = nn.Linear(16, 16)
+        self.output = nn.Linear(16, 10)
+
+    def layers(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        h1 = torch.sigmoid(self.hidden1(self.normalize(x).flatten(1)))
+        h2 = torch.sigmoid(self.hidden2(h1))
+        return {"hidden1": h1, "hidden2": h2, "logits": self.output(h2)}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)["logits"]
+
+
+MODELS: dict[str, type[ConvNet] | type[MLP]] = {"convnet": ConvNet, "mlp": MLP}
+
+
+def build(name: str) -> ConvNet | MLP:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
+    return MODELS[name]()
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+class Exported(nn.Module):
+    """The serving graph: probabilities, logits, not_digit, then `layer.<name>` for each layer.
+
+    `not_digit` here is the simplest honest score, 1 - max probability; a trained score replaces it
+    in a later version.
+    """
+
+    def __init__(self, model: ConvNet | MLP) -> None:
+        super().__init__()
+        self.model = model
+
+    def output_names(self) -> list[str]:
+        return ["probabilities", "logits", "not_digit"] + [
+            f"layer.{n}" for n in self.model.layer_names
+        ]
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        acts = self.model.layers(image)
+        logits = acts["logits"]
+        probabilities = torch.softmax(logits, dim=1)
+        not_digit = 1.0 - probabilities.max(dim=1).values
+        layers = (acts[n] for n in self.model.layer_names)
+        return (probabilities, logits, not_digit, *layers)
