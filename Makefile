@@ -37,8 +37,8 @@ serve: install
 	$(PY) -m service --model-store model_store $(SERVE_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check service training tests scripts
-	$(VENV)/bin/ruff format --check service training tests scripts
+	$(VENV)/bin/ruff check service training tests scripts benchmarks
+	$(VENV)/bin/ruff format --check service training tests scripts benchmarks
 
 typecheck: install-train
 	$(VENV)/bin/mypy service training scripts

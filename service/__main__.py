@@ -7,6 +7,8 @@ import logging
 import signal
 import sys
 
+from pydantic import ValidationError
+
 from service.app import App
 from service.settings import Settings
 
@@ -31,7 +33,13 @@ async def serve(settings: Settings) -> None:
 
 
 def main() -> int:
-    settings = Settings(_cli_parse_args=True)  # type: ignore[call-arg]
+    try:
+        settings = Settings(_cli_parse_args=True)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]) or "settings"
+            print(f"python -m service: {where}: {error['msg']}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

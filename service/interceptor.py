@@ -22,12 +22,11 @@ from service.metrics import Metrics
 log = logging.getLogger(__name__)
 
 INTERNAL_MESSAGE = "internal error; the server logged the details"
-# Inference RPCs → the `api` label, and how to read the model name from the request.
+# Inference RPCs → the `api` label, the request field naming the model, and its default.
 INFERENCE_METHODS = {
-    "/inference.GRPCInferenceService/ModelInfer": ("v2", "model_name"),
-    "/digits.v1.Digits/Classify": ("digits", "model"),
+    "/inference.GRPCInferenceService/ModelInfer": ("v2", "model_name", ""),
+    "/digits.v1.Digits/Classify": ("digits", "model", "convnet"),
 }
-DEFAULT_MODEL = "convnet"
 
 # The stubs' generics are not subscriptable at run time.
 Context: TypeAlias = "aio.ServicerContext[Any, Any]"
@@ -85,11 +84,11 @@ class ErrorInterceptor(aio.ServerInterceptor):
 
         if api_field is None:
             return guarded
-        api, model_field = api_field
+        api, model_field, default_model = api_field
         metrics, models = self.metrics, self.models
 
         async def counted(request: Any, context: Context) -> Any:
-            model = getattr(request, model_field, "") or DEFAULT_MODEL
+            model = getattr(request, model_field, "") or default_model
             if model not in models:
                 model = "unknown"
             started = time.monotonic()
@@ -99,7 +98,10 @@ class ErrorInterceptor(aio.ServerInterceptor):
             try:
                 return await guarded(request, context)
             except asyncio.CancelledError:
-                code = "CANCELLED"
+                # gRPC cancels the handler both when the client goes away and at its deadline.
+                remaining = context.time_remaining()
+                expired = remaining is not None and remaining <= 0
+                code = "DEADLINE_EXCEEDED" if expired else "CANCELLED"
                 raise
             except aio.AbortError:
                 code = context.code().name if context.code() else "UNKNOWN"

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     """Most images the dynamic batcher gives the model in one call."""
     max_queue_delay_us: int = Field(0, ge=0)
     """How long a batch may wait to fill, in microseconds; 0 runs whatever is queued at once."""
-    max_queue_size: int = Field(1024, ge=1)
+    max_queue_size: int = Field(4096, ge=1)
     """Most images waiting per model; beyond it requests fail with RESOURCE_EXHAUSTED."""
 
     max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024)
@@ -67,3 +67,13 @@ class Settings(BaseSettings):
     """On SIGTERM/SIGINT: time for queued and running work to finish before the server stops."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level."""
+
+    @model_validator(mode="after")
+    def _queue_holds_a_whole_request(self) -> Settings:
+        if self.max_queue_size < self.max_images_per_request:
+            raise ValueError(
+                f"max_queue_size ({self.max_queue_size}) must be at least "
+                f"max_images_per_request ({self.max_images_per_request}): a larger request "
+                "could never be queued"
+            )
+        return self

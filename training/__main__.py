@@ -13,6 +13,7 @@ import argparse
 import logging
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,7 @@ def run_one(cfg: TrainConfig, args: argparse.Namespace, data_dir: Path) -> Path:
             "val_images": len(val_split),
             "batch_size": cfg.batch_size,
             "optimizer": f"AdamW lr={cfg.lr} weight_decay={cfg.weight_decay}, OneCycle",
-            "augmentation": "affine jitter" if cfg.augment else "none",
+            "augmentation": asdict(cfg.augment) if cfg.augment else None,
             "seconds_per_epoch": round(result.seconds_per_epoch, 1),
             "torch_threads": torch.get_num_threads(),
             "device": "cpu",

@@ -7,34 +7,53 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class Jitter:
+    """Random affine augmentation, drawn per image: each value is the largest excursion."""
+
+    rotation_deg: float
+    scale: float  # relative: 0.1 means 0.9x to 1.1x
+    shear: float
+    shift_px: float
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     model: str
     epochs: int
     batch_size: int
     lr: float
     weight_decay: float
-    augment: bool
+    augment: Jitter | None
     seed: int = 20261123
     # Carved from the 60,000 training images by a seeded shuffle; the test set stays untouched.
     val_size: int = 5000
     # Train on only this many training images (smoke runs); None means all of them.
     limit: int | None = None
     threads: int | None = None
-    # Softening temperature when a teacher's logits are given (knowledge distillation).
-    distill_temperature: float = 4.0
 
     def with_overrides(self, **overrides: Any) -> TrainConfig:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
 DEFAULTS: dict[str, TrainConfig] = {
-    # About a minute per epoch on 2 CPU cores; augmentation (small affine jitter) is what takes
-    # this network from ~99.4% to ~99.65% on the test set.
+    # About a minute per epoch on 2 idle CPU cores; the jitter is what takes this network from
+    # about 99.4% to above 99.5% on the test set.
     "convnet": TrainConfig(
-        model="convnet", epochs=30, batch_size=128, lr=3e-3, weight_decay=5e-4, augment=True
+        model="convnet",
+        epochs=30,
+        batch_size=128,
+        lr=3e-3,
+        weight_decay=5e-4,
+        augment=Jitter(rotation_deg=12, scale=0.1, shear=0.15, shift_px=2.5),
     ),
-    # Seconds per epoch; 16 sigmoid units gain nothing from augmentation.
+    # Under a second per epoch. Without augmentation the 16 sigmoid units overfit (95.7% at
+    # best in our runs); a lighter jitter than the convnet's regularises without drowning them.
     "mlp": TrainConfig(
-        model="mlp", epochs=60, batch_size=64, lr=3e-3, weight_decay=0.0, augment=False
+        model="mlp",
+        epochs=100,
+        batch_size=64,
+        lr=3e-3,
+        weight_decay=0.01,
+        augment=Jitter(rotation_deg=6, scale=0.05, shear=0.0, shift_px=1.0),
     ),
 }

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from tqdm import tqdm
 
-from training.config import TrainConfig
+from training.config import Jitter, TrainConfig
 from training.data import Split
 from training.models import MLP, ConvNet, build
 
@@ -46,17 +46,18 @@ def split_train_val(train: Split, val_size: int, seed: int) -> tuple[Split, Spli
     )
 
 
-def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random affine jitter per image: rotation ±12°, scale 0.9-1.1, shear ±0.15, shift ±2.5 px."""
+def augment(x: torch.Tensor, gen: torch.Generator, jitter: Jitter) -> torch.Tensor:
+    """A random affine transform per image (rotation, scale, shear, shift), zeros outside."""
     n = x.shape[0]
 
-    def uniform(lo: float, hi: float) -> torch.Tensor:
-        return lo + (hi - lo) * torch.rand(n, generator=gen)
+    def uniform(limit: float) -> torch.Tensor:
+        return limit * (2 * torch.rand(n, generator=gen) - 1)
 
-    angle = uniform(-12, 12) * math.pi / 180
-    scale = uniform(0.9, 1.1)
-    shear = uniform(-0.15, 0.15)
-    tx, ty = uniform(-2.5 / 14, 2.5 / 14), uniform(-2.5 / 14, 2.5 / 14)
+    angle = uniform(jitter.rotation_deg) * math.pi / 180
+    scale = 1 + uniform(jitter.scale)
+    shear = uniform(jitter.shear)
+    # affine_grid works in [-1, 1] coordinates: 14 pixels per unit on a 28-pixel side.
+    tx, ty = uniform(jitter.shift_px / 14), uniform(jitter.shift_px / 14)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack(
         [
@@ -78,27 +79,13 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: in
     return correct / max(1, len(x))
 
 
-def distillation_loss(
-    logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
-) -> torch.Tensor:
-    """Hinton et al. (2015): match the teacher's softened probabilities, plus the hard labels."""
-    soft = F.kl_div(
-        F.log_softmax(logits / temperature, dim=1),
-        F.log_softmax(teacher_logits / temperature, dim=1),
-        log_target=True,
-        reduction="batchmean",
-    )
-    return 0.5 * temperature**2 * soft + 0.5 * F.cross_entropy(logits, labels)
-
-
 def train(
     cfg: TrainConfig,
     train_split: Split,
     val_split: Split,
     checkpoint_dir: Path | None = None,
-    teacher_logits: npt.NDArray[np.float32] | None = None,
 ) -> Result:
-    """Train `cfg.model`; with `teacher_logits` (one row per training image), distil from them."""
+    """Train `cfg.model`; returns the weights of the best validation epoch."""
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -107,11 +94,6 @@ def train(
     if cfg.limit is not None:
         train_split = Split(train_split.images[: cfg.limit], train_split.labels[: cfg.limit])
     x_train, y_train = to_tensor(train_split.images), torch.from_numpy(train_split.labels)
-    teacher = None
-    if teacher_logits is not None:
-        teacher = torch.from_numpy(teacher_logits[: len(x_train)])
-        if cfg.augment:
-            raise ValueError("distillation uses fixed teacher logits: turn augmentation off")
     x_val, y_val = to_tensor(val_split.images), torch.from_numpy(val_split.labels)
 
     model = build(cfg.model)
@@ -138,13 +120,9 @@ def train(
         for step in bar:
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             x, y = x_train[idx], y_train[idx]
-            if cfg.augment:
-                x = augment(x, gen)
-            logits = model(x)
-            if teacher is None:
-                loss = F.cross_entropy(logits, y)
-            else:
-                loss = distillation_loss(logits, y, teacher[idx], cfg.distill_temperature)
+            if cfg.augment is not None:
+                x = augment(x, gen, cfg.augment)
+            loss = F.cross_entropy(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()

@@ -242,3 +242,30 @@ def test_200_concurrent_mixed_requests_each_get_their_own_rows(server: ServerPro
         for tensor, raw in zip(response.outputs, response.raw_output_contents, strict=True):
             got = np.frombuffer(raw, "<f4").reshape(tensor.shape)
             np.testing.assert_allclose(got, expected[tensor.name], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_large_inverted_pictures_keep_99_percent_of_direct_accuracy(
+    digits: digits_pb2_grpc.DigitsStub, fmt: str
+) -> None:
+    """1,000 MNIST test digits as 280x280 black-on-white files, through preprocessing."""
+    model = "convnet" if (reference.STORE / "convnet").is_dir() else "mlp"
+    images = reference.test_images(1000, offset=3000)
+    labels = reference.mnist_test().labels[3000:4000]
+    direct = reference.run(model, images, ["probabilities"])["probabilities"].argmax(1) == labels
+
+    def encode(pixels: np.ndarray) -> bytes:
+        grey = Image.fromarray(255 - (pixels * 255).astype(np.uint8)).resize((280, 280))
+        out = io.BytesIO()
+        grey.save(out, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+        return out.getvalue()
+
+    predicted: list[int] = []
+    for start in range(0, 1000, 100):
+        request = digits_pb2.ClassifyRequest(
+            model=model,
+            images=[digits_pb2.Image(encoded=encode(i[0])) for i in images[start : start + 100]],
+        )
+        predicted += [r.digit for r in digits.Classify(request, timeout=30).results]
+    through_files = (np.array(predicted) == labels).mean()
+    assert through_files >= 0.99 * direct.mean(), (through_files, direct.mean())

@@ -86,8 +86,8 @@ class Image(_message.Message):
     ENCODED_FIELD_NUMBER: _builtins.int
     PIXELS_FIELD_NUMBER: _builtins.int
     encoded: _builtins.bytes
-    """An encoded image file: PNG, JPEG or another format Pillow reads, of any
-    size, colour or polarity. The server prepares it as MNIST was made:
+    """An encoded image file, PNG or JPEG, of any size, colour or polarity
+    (within the server's byte and pixel limits). The server prepares it as MNIST was made:
     grey, light digit on dark, fitted into 20x20 and centred in 28x28.
     """
     @_builtins.property
@@ -240,7 +240,7 @@ class NotDigit(_message.Message):
     threshold: _builtins.float
     """The model's cut-off (ModelInfo.not_digit_threshold)."""
     is_digit: _builtins.bool
-    """The verdict: score < threshold."""
+    """The verdict: score <= threshold."""
     def __init__(
         self,
         *,
@@ -384,7 +384,7 @@ class ModelInfo(_message.Message):
     test_accuracy: _builtins.float
     """Accuracy on the 10,000 MNIST test images, in [0, 1]."""
     not_digit_threshold: _builtins.float
-    """NotDigit.score at or above this is judged not a digit."""
+    """NotDigit.score above this is judged not a digit."""
     ready: _builtins.bool
     """True when the version is loaded and answering requests."""
     platform: _builtins.str

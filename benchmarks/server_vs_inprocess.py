@@ -1,0 +1,142 @@
+"""Server throughput and latency against in-process onnxruntime, in one run on one machine.
+
+    .venv/bin/python benchmarks/server_vs_inprocess.py [--model convnet] [--seconds 5]
+
+Starts a server on free ports (or uses --target), then measures in the same run:
+  - in-process onnxruntime: single-image latency, and batch-32 throughput (the ceiling);
+  - the server through the KServe V2 API: single-image requests at each concurrency.
+The load generator shares the machine with the server, as a client on the same host would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import onnxruntime as ort
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from service._proto.inference import grpc_service_pb2 as v2  # noqa: E402
+from service._proto.inference import grpc_service_pb2_grpc as v2_grpc  # noqa: E402
+from tests.integration.server import ServerProcess  # noqa: E402
+
+
+def percentiles(latencies: list[float]) -> dict[str, float]:
+    ms = np.array(latencies) * 1e3
+    return {f"p{p}_ms": float(np.percentile(ms, p)) for p in (50, 90, 99)}
+
+
+def in_process(model_path: Path, seconds: float) -> dict[str, float]:
+    sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    one = rng.random((1, 1, 28, 28), dtype=np.float32)
+    batch = rng.random((32, 1, 28, 28), dtype=np.float32)
+    for _ in range(20):
+        sess.run(["probabilities"], {"image": one})
+    latencies = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        start = time.perf_counter()
+        sess.run(["probabilities"], {"image": one})
+        latencies.append(time.perf_counter() - start)
+    images, started = 0, time.monotonic()
+    while time.monotonic() - started < seconds:
+        sess.run(["probabilities"], {"image": batch})
+        images += 32
+    return {
+        "single_p50_ms": percentiles(latencies)["p50_ms"],
+        "single_per_s": len(latencies) / seconds,
+        "batch32_images_per_s": images / (time.monotonic() - started),
+    }
+
+
+async def drive(target: str, model: str, concurrency: int, seconds: float) -> dict[str, float]:
+    image = np.random.default_rng(1).random((1, 1, 28, 28), dtype=np.float32)
+    request = v2.ModelInferRequest(model_name=model)
+    request.inputs.add(name="image", datatype="FP32", shape=[1, 1, 28, 28])
+    request.raw_input_contents.append(image.tobytes())
+    for name in ("probabilities", "not_digit"):
+        request.outputs.add(name=name)
+    latencies: list[float] = []
+    errors = 0
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = v2_grpc.GRPCInferenceServiceStub(channel)
+        for _ in range(20):
+            await stub.ModelInfer(request)
+        end = time.monotonic() + seconds
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.monotonic() < end:
+                start = time.perf_counter()
+                try:
+                    await stub.ModelInfer(request, timeout=10)
+                except grpc.aio.AioRpcError:
+                    errors += 1
+                    continue
+                latencies.append(time.perf_counter() - start)
+
+        started = time.monotonic()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.monotonic() - started
+    return {
+        "concurrency": concurrency,
+        "requests_per_s": len(latencies) / elapsed,
+        "errors": errors,
+        **percentiles(latencies),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="convnet")
+    parser.add_argument("--version", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--target", help="an already running server (default: start one)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    model_path = ROOT / "model_store" / args.model / str(args.version) / "model.onnx"
+    server = None if args.target else ServerProcess("--models", args.model)
+    target = args.target or (server.address if server else "")
+    try:
+        local = in_process(model_path, args.seconds)
+        runs = [asyncio.run(drive(target, args.model, c, args.seconds)) for c in args.concurrency]
+    finally:
+        if server:
+            server.stop()
+
+    print(
+        f"model {args.model} v{args.version}; in-process onnxruntime: single image p50 "
+        f"{local['single_p50_ms']:.3f} ms ({local['single_per_s']:.0f}/s), "
+        f"batch 32 {local['batch32_images_per_s']:.0f} images/s"
+    )
+    print(
+        f"{'concurrency':>11} {'req/s':>8} {'vs batch32':>10} {'p50 ms':>8} {'p90 ms':>8} "
+        f"{'p99 ms':>8} {'errors':>6}"
+    )
+    for run in runs:
+        ratio = run["requests_per_s"] / local["batch32_images_per_s"]
+        print(
+            f"{run['concurrency']:>11} {run['requests_per_s']:>8.0f} {ratio:>10.1%} "
+            f"{run['p50_ms']:>8.3f} {run['p90_ms']:>8.3f} {run['p99_ms']:>8.3f} "
+            f"{run['errors']:>6}"
+        )
+    if args.json:
+        args.json.write_text(json.dumps({"in_process": local, "server": runs}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
