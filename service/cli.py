@@ -19,7 +19,12 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from PIL import Image
+
 from service.client import DEFAULT_MODEL, DEFAULT_TARGET, Classification, DigitsClient, DigitsError
+from service.errors import ServingError
+from service.inspect_render import percent, render_layers
+from service.preprocess import ImageLimits, decode_image
 
 UNSURE_MARGIN = 0.2  # top-2 probabilities closer than this: say which two it hesitates between
 BATCH = 32  # images per Classify call, well under any server cap
@@ -98,7 +103,7 @@ def classify(args: argparse.Namespace, client: DigitsClient) -> int:
         [
             name,
             r.digit,
-            f"{r.confidence:.1%}",
+            percent(r.confidence),
             "" if r.not_digit is None else f"{r.not_digit:.3f}",
             verdict(r),
             unsure(r),
@@ -149,12 +154,6 @@ def health(args: argparse.Namespace, client: DigitsClient) -> int:
 
 
 def inspect(args: argparse.Namespace, client: DigitsClient) -> int:
-    from PIL import Image
-
-    from service.errors import ServingError
-    from service.inspect_render import render_layers
-    from service.preprocess import ImageLimits, decode_image
-
     [data] = read_images([args.image])
     summary = client.model(args.model, args.version)
     [result] = client.classify([data], model=summary.name, version=summary.version, layers=["*"])
@@ -162,7 +161,7 @@ def inspect(args: argparse.Namespace, client: DigitsClient) -> int:
         original: Image.Image | None = Image.open(io.BytesIO(data))
         # The server does not return its 28x28 input; the same preprocessing remakes it here.
         prepared = decode_image(data, index=0, limits=ImageLimits())
-    except (OSError, ServingError):  # the server read it anyway: draw the layers without it
+    except (OSError, ServingError):  # only the input picture is lost: draw the rest
         original, prepared = None, None
     name = Path(args.image).name
     image = render_layers(result, summary, original=original, prepared=prepared, source=name)
@@ -171,7 +170,9 @@ def inspect(args: argparse.Namespace, client: DigitsClient) -> int:
     except OSError as error:
         raise UsageError(f"{args.out}: cannot write ({error.strerror or error})") from None
     size = f"{image.width}x{image.height}"
-    said = f"{summary.name} v{summary.version} reads {result.digit}, {result.confidence:.1%} sure"
+    said = (
+        f"{summary.name} v{summary.version} reads {result.digit}, {percent(result.confidence)} sure"
+    )
     print(f"wrote {args.out} ({size}): {said}, {verdict(result) or 'no verdict'}")
     return 0
 

@@ -47,6 +47,11 @@ RAMP = np.stack(
 ).round().astype(np.uint8)  # fmt: skip
 
 
+def percent(p: float) -> str:
+    """0.99996 → ">99.9%", not a "100.0%" that no softmax reaches."""
+    return ">99.9%" if p > 0.999 else f"{p:.1%}"
+
+
 @functools.cache
 def font(size: int) -> Font:
     return ImageFont.load_default(size=size)
@@ -170,7 +175,7 @@ def output_panel(result: Classification) -> Image.Image:
         chosen = digit == result.digit
         draw.rectangle((x, top, x + bar_w - 1, height), fill=ACCENT if chosen else BAR)
         if p >= 0.01:
-            label = f"{p:.0%}" if p < 0.995 or not chosen else f"{p:.1%}"
+            label = percent(p) if chosen else f"{p:.0%}"
             draw.text((x + bar_w // 2, top - 3), label, fill=TEXT, font=font(11), anchor="mb")
         draw.text((x + bar_w // 2, height + 4), str(digit), fill=ACCENT if chosen else TEXT,
                   font=font(16), anchor="mt")  # fmt: skip
@@ -189,10 +194,10 @@ def output_panel(result: Classification) -> Image.Image:
 
 
 def title_block(result: Classification, model: ModelSummary, source: str) -> Image.Image:
-    lines: list[tuple[str, int, RGB]] = [
-        (f"{model.name} v{model.version} reads {result.digit}, {result.confidence:.1%} sure", 26,
-         TEXT),
-    ]  # fmt: skip
+    headline = (
+        f"{model.name} v{model.version} reads {result.digit}, {percent(result.confidence)} sure"
+    )
+    lines: list[tuple[str, int, RGB]] = [(headline, 26, TEXT)]
     if result.is_digit is not None:
         verdict = "looks like a handwritten digit" if result.is_digit else "NOT A DIGIT"
         lines.append((verdict, 18, GOOD if result.is_digit else BAD))
@@ -214,6 +219,24 @@ def title_block(result: Classification, model: ModelSummary, source: str) -> Ima
     return image
 
 
+def notes(result: Classification) -> Image.Image:
+    """A few lines on how to read the picture, for the layers it shows."""
+    maps = any(a.ndim >= 2 for a in result.layers.values())
+    lines = ["How to read it"]
+    if maps:
+        lines += ["Each tile: where one learned 5x5 filter fired on this image.",
+                  "Early layers find strokes and edges, later ones larger parts."]  # fmt: skip
+    lines += ["Each cell of a dense layer is one unit: how strongly it fired.",
+              "Output: the last layer's ten scores turned into probabilities."]  # fmt: skip
+    if result.not_digit is not None:
+        lines.append("Bottom bar: past the white mark, it is judged not a digit.")
+    image = Image.new("RGB", (max(text_width(line, 13) for line in lines), 19 * len(lines)), BG)
+    draw = ImageDraw.Draw(image)
+    for i, line in enumerate(lines):
+        draw.text((0, i * 19), line, fill=TEXT if i == 0 else MUTED, font=font(13))
+    return image
+
+
 def render_layers(
     result: Classification,
     model: ModelSummary,
@@ -229,15 +252,17 @@ def render_layers(
     panels += [layer_panel(name, values) for name, values in result.layers.items()]
     panels.append(output_panel(result))
     rows = flow(panels, MAX_WIDTH)
-    title = title_block(result, model, source)
+    title, guide = title_block(result, model, source), notes(result)
     widths = [sum(p.width for p in row) + GAP * (len(row) - 1) for row in rows]
     heights = [max(p.height for p in row) for row in rows]
-    width = max(*widths, title.width) + 2 * MARGIN
-    height = MARGIN + title.height + GAP // 2 + sum(heights) + GAP * (len(rows) - 1) + MARGIN
+    width = max(*widths, title.width + 2 * GAP + guide.width) + 2 * MARGIN
+    top = max(title.height, guide.height)
+    height = MARGIN + top + GAP // 2 + sum(heights) + GAP * (len(rows) - 1) + MARGIN
     canvas = Image.new("RGB", (width, height), BG)
     canvas.paste(title, (MARGIN, MARGIN))
+    canvas.paste(guide, (width - MARGIN - guide.width, MARGIN + 4))
     draw = ImageDraw.Draw(canvas)
-    y = MARGIN + title.height + GAP // 2
+    y = MARGIN + top + GAP // 2
     for row, row_height in zip(rows, heights, strict=True):
         x = MARGIN
         for i, image in enumerate(row):

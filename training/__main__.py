@@ -2,9 +2,12 @@
 
     python -m training --model convnet|mlp|all --out model_store [--epochs N] [--limit N]
 
-Each run carves a validation split from the training set by a seeded shuffle, keeps the weights
-of the best validation epoch, exports them to ONNX, measures the exported graph with onnxruntime
-on the 10,000 test images, and writes `<out>/<model>/<version>/{model.onnx,manifest.json}`.
+Each run carves a validation split from the training set by a seeded shuffle, trains with
+outlier exposure (Fashion-MNIST's training split and generated non-digits), keeps the weights of
+the best validation epoch, fits the temperature and the not-a-digit score on validation data,
+exports the graph to ONNX, measures the exported graph with onnxruntime on the 10,000 test
+images and the out-of-distribution sets, and writes
+`<out>/<model>/<version>/{model.onnx,manifest.json}`.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
-from training import data, evaluate
+from training import calibrate, data, evaluate, ood, outliers
 from training.config import DEFAULTS, TrainConfig
 from training.export import build_manifest, export_onnx, write_manifest
-from training.train import split_train_val, train
+from training.train import split_train_val, to_tensor, train
 
 log = logging.getLogger("training")
 # Share of real (validation) digits the not-a-digit verdict may flag.
@@ -35,64 +39,83 @@ def next_version(model_dir: Path) -> int:
     return max(existing, default=0) + 1
 
 
-def not_digit_metrics(
-    onnx_path: Path, val: data.Split, test: data.Split, fashion_dir: Path | None
-) -> tuple[float, dict[str, Any]]:
-    """Threshold flagging ≤1% of validation digits; test flag rate; AUROC against Fashion-MNIST."""
-    sess = evaluate.session(onnx_path)
-    threshold = evaluate.threshold_for_rate(
-        evaluate.run(sess, val.images)["not_digit"], NOT_DIGIT_FLAG_RATE
-    )
-    digit_scores = evaluate.run(sess, test.images)["not_digit"]
-    figures: dict[str, Any] = {
-        "score": "1 - max probability",
-        "mnist_test_flagged_rate": float((digit_scores > threshold).mean()),
-    }
-    if fashion_dir is not None and (fashion_dir / data.CHECKSUM_FILE).is_file():
-        fashion = data.load_split(fashion_dir, "test")
-        fashion_scores = evaluate.run(sess, fashion.images)["not_digit"]
-        figures["fashion_mnist_test_auroc"] = evaluate.auroc(digit_scores, fashion_scores)
-        figures["fashion_mnist_test_detected_rate"] = float((fashion_scores > threshold).mean())
-    return threshold, figures
+def logits_of(model: torch.nn.Module, images: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    model.eval()
+    with torch.no_grad():
+        x = to_tensor(images)
+        return torch.cat([model(x[i : i + 1000]) for i in range(0, len(x), 1000)]).numpy()
 
 
 def run_one(cfg: TrainConfig, args: argparse.Namespace, data_dir: Path) -> Path:
     train_full = data.load_split(data_dir, "train")
     test = data.load_split(data_dir, "test")
     train_split, val_split = split_train_val(train_full, cfg.val_size, cfg.seed)
+    pools = None
+    if cfg.outlier_weight > 0:
+        pools = outliers.training_pools(args.fashion_dir, train_split, val_split, cfg.seed)
     log.info(
-        "%s: %d training, %d validation images; %s",
+        "%s: %d training, %d validation images, %d outliers; %s",
         cfg.model,
         len(train_split),
         len(val_split),
+        len(pools.train) if pools else 0,
         cfg,
     )
 
-    result = train(cfg, train_split, val_split, checkpoint_dir=args.checkpoints)
+    result = train(cfg, train_split, val_split, args.checkpoints, pools.train if pools else None)
+
+    # Fitted on validation data only: the temperature, then the not-a-digit mapping.
+    val_logits = logits_of(result.model, val_split.images)
+    temperature = calibrate.fit_temperature(val_logits, val_split.labels)
+    score = None
+    if pools is not None:
+        score = calibrate.fit_logistic(
+            calibrate.energy(val_logits), calibrate.energy(logits_of(result.model, pools.val))
+        )
 
     model_dir = args.out / cfg.model
     version = args.version or next_version(model_dir)
     target: Path = model_dir / str(version)
     onnx_path = target / "model.onnx"
-    export_onnx(result.model, onnx_path)
+    export_onnx(result.model, onnx_path, temperature, (score.weight, score.bias) if score else None)
 
-    probabilities = evaluate.run(evaluate.session(onnx_path), test.images)["probabilities"]
-    test_accuracy = float((probabilities.argmax(1) == test.labels).mean())
-    threshold, nd_figures = not_digit_metrics(onnx_path, val_split, test, args.fashion_dir)
+    sess = evaluate.session(onnx_path)
+    threshold = calibrate.threshold_for_rate(
+        evaluate.run(sess, val_split.images)["not_digit"], NOT_DIGIT_FLAG_RATE
+    )
+    on_test = evaluate.run(sess, test.images, ("probabilities", "logits"))
+    uncalibrated = np.exp(calibrate.log_softmax(on_test["logits"] * temperature))
+    not_digit: dict[str, Any] = {
+        "score": "sigmoid(weight * energy + bias), energy = -logsumexp(logits), outlier exposure"
+        if score
+        else "1 - max probability",
+        **({"weight": score.weight, "bias": score.bias} if score else {}),
+    }
+    if (args.fashion_dir / data.CHECKSUM_FILE).is_file():
+        sets = ood.ood_sets(test, args.fashion_dir, per_kind=args.ood_per_kind)
+        not_digit.update(ood.headline(ood.figures(sess, threshold, test, sets)))
     manifest = build_manifest(
         name=cfg.model,
         version=version,
         model=result.model,
         onnx_path=onnx_path,
         metrics={
-            "test_accuracy": test_accuracy,
+            "test_accuracy": float((on_test["probabilities"].argmax(1) == test.labels).mean()),
             "test_images": len(test),
             "val_accuracy": result.best_val_accuracy,
-            "not_digit": nd_figures,
+            "temperature": temperature,
+            "ece_15_bins": calibrate.expected_calibration_error(
+                on_test["probabilities"], test.labels
+            ),
+            "ece_15_bins_uncalibrated": calibrate.expected_calibration_error(
+                uncalibrated, test.labels
+            ),
+            "not_digit": not_digit,
         },
         not_digit_threshold=threshold,
         training={
             "data": {"dir_name": data_dir.name, "sha256": data.dataset_checksums(data_dir)},
+            "outliers": pools.description if pools else None,
             "seed": cfg.seed,
             "epochs": result.epochs_run,
             "best_epoch": result.best_epoch,
@@ -101,6 +124,12 @@ def run_one(cfg: TrainConfig, args: argparse.Namespace, data_dir: Path) -> Path:
             "batch_size": cfg.batch_size,
             "optimizer": f"AdamW lr={cfg.lr} weight_decay={cfg.weight_decay}, OneCycle",
             "augmentation": asdict(cfg.augment) if cfg.augment else None,
+            "outlier_weight": cfg.outlier_weight,
+            "init_from": cfg.init_from
+            and {
+                "checkpoint": Path(cfg.init_from).name,
+                "sha256": data.sha256_file(Path(cfg.init_from)),
+            },
             "seconds_per_epoch": round(result.seconds_per_epoch, 1),
             "torch_threads": torch.get_num_threads(),
             "device": "cpu",
@@ -108,10 +137,11 @@ def run_one(cfg: TrainConfig, args: argparse.Namespace, data_dir: Path) -> Path:
     )
     write_manifest(target / "manifest.json", manifest)
     log.info(
-        "%s v%d: test accuracy %.4f, not_digit threshold %.4f → %s",
+        "%s v%d: test accuracy %.4f, temperature %.3f, not_digit threshold %.4f -> %s",
         cfg.model,
         version,
-        test_accuracy,
+        manifest["metrics"]["test_accuracy"],
+        temperature,
         threshold,
         target,
     )
@@ -138,7 +168,20 @@ def main(argv: list[str] | None = None) -> int:
         "--fashion-dir",
         type=Path,
         default=data.default_data_dir("fashion-mnist"),
-        help="Fashion-MNIST, for the not-a-digit figures (skipped if absent)",
+        help="Fashion-MNIST: its training split is used as outliers, its test split only "
+        "for the not-a-digit figures",
+    )
+    parser.add_argument(
+        "--ood-per-kind",
+        type=int,
+        default=ood.EVAL_PER_KIND,
+        help="generated images per kind for the not-a-digit figures",
+    )
+    parser.add_argument("--init-from", help="a checkpoint to start from (fine-tuning)")
+    parser.add_argument(
+        "--outlier-weight",
+        type=float,
+        help="outlier-exposure loss weight; 0 trains without outliers",
     )
     parser.add_argument(
         "--download",
@@ -179,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             limit=args.limit,
             threads=args.threads,
+            outlier_weight=args.outlier_weight,
+            init_from=args.init_from,
         )
         run_one(cfg, args, data_dir)
     return 0

@@ -1,9 +1,12 @@
-"""Measure a model of the store with onnxruntime: the artifact itself, not the PyTorch weights.
+"""Measure models of the store with onnxruntime: the artifacts themselves, not PyTorch weights.
 
     python -m training.evaluate --model convnet [--version N] [--out reports]
+    python -m training.evaluate --ood [--model M] [--version N] [--out reports]
 
-prints accuracy, per-class accuracy and the confusion matrix, and writes PNGs of the confusion
-matrix and of the 25 most confident mistakes.
+The first prints accuracy, per-class accuracy and the confusion matrix, and writes PNGs of the
+confusion matrix and of the 25 most confident mistakes. `--ood` measures the not-a-digit score of
+every version (or the one named) against sets kept out of training, beside the max-softmax
+baseline, and writes `ood.json` and `ood.png`.
 """
 
 from __future__ import annotations
@@ -51,26 +54,6 @@ def confusion_matrix(labels: npt.NDArray[np.int64], predicted: npt.NDArray[np.in
     matrix = np.zeros((10, 10), dtype=np.int64)
     np.add.at(matrix, (labels, predicted), 1)
     return matrix
-
-
-def auroc(negatives: FloatArray, positives: FloatArray) -> float:
-    """Probability that a positive scores above a negative (ties count half): Mann-Whitney U."""
-    scores = np.concatenate([negatives, positives]).astype(np.float64)
-    order = scores.argsort(kind="mergesort")
-    ranks = np.empty(len(scores), dtype=np.float64)
-    ranks[order] = np.arange(1, len(scores) + 1)
-    # Average the ranks of tied scores.
-    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse, weights=ranks)
-    ranks = (sums / counts)[inverse]
-    n_neg, n_pos = len(negatives), len(positives)
-    u = ranks[n_neg:].sum() - n_pos * (n_pos + 1) / 2
-    return float(u / (n_neg * n_pos))
-
-
-def threshold_for_rate(scores: FloatArray, flagged_rate: float) -> float:
-    """The score above which at most `flagged_rate` of these (in-distribution) scores lie."""
-    return float(np.quantile(scores.astype(np.float64), 1.0 - flagged_rate, method="higher"))
 
 
 def plot_confusion(matrix: Any, path: Path, title: str) -> None:
@@ -136,13 +119,19 @@ def latest_version(model_dir: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__)
-    parser.add_argument("--model", required=True, choices=["convnet", "mlp"])
+    parser.add_argument("--model", choices=["convnet", "mlp"])
     parser.add_argument("--version", type=int, help="default: the newest in the store")
     parser.add_argument("--model-store", type=Path, default=Path("model_store"))
     parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--fashion-dir", type=Path, default=default_data_dir("fashion-mnist"))
     parser.add_argument("--out", type=Path, default=Path("reports"))
+    parser.add_argument("--ood", action="store_true", help="measure the not-a-digit score")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.ood:
+        return ood_main(args)
+    if args.model is None:
+        parser.error("--model is required (or --ood)")
 
     model_dir = args.model_store / args.model
     version = args.version or latest_version(model_dir)
@@ -180,6 +169,47 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.model} v{version}: the 25 most confident mistakes",
     )
     print(f"wrote {stem}-confusion.png and {stem}-mistakes.png")
+    return 0
+
+
+def ood_main(args: argparse.Namespace) -> int:
+    from training import ood
+
+    test = load_split(args.data_dir or default_data_dir(), "test")
+    sets = ood.ood_sets(test, args.fashion_dir)
+    models = [args.model] if args.model else ["convnet", "mlp"]
+    results: dict[str, dict[str, Any]] = {}
+    for name in models:
+        model_dir = args.model_store / name
+        versions = (
+            [args.version]
+            if args.version
+            else sorted(int(p.name) for p in model_dir.iterdir() if p.name.isdigit())
+        )
+        for version in versions:
+            manifest = json.loads((model_dir / str(version) / "manifest.json").read_text())
+            sess = session(model_dir / str(version) / "model.onnx")
+            result = ood.figures(sess, manifest["not_digit_threshold"], test, sets)
+            result["score"] = manifest["metrics"]["not_digit"].get("score", "")
+            results[f"{name} v{version}"] = result
+
+    columns = list(sets)
+    print("AUROC, MNIST test digits vs each set: trained not_digit / max-softmax baseline")
+    print(f"{'model':<12} {'flagged':>8} {'ECE':>7}  " + " ".join(f"{c[:16]:>16}" for c in columns))
+    for label, result in results.items():
+        cells = [
+            f"{result['sets'][c]['trained']['auroc']:.4f}/{result['sets'][c]['max_softmax']['auroc']:.4f}"
+            for c in columns
+        ]
+        print(
+            f"{label:<12} {result['mnist_test_flagged_rate']:>8.2%} "
+            f"{result['ece_15_bins']:>7.2%}  " + " ".join(f"{c:>16}" for c in cells)
+        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = {k: {kk: vv for kk, vv in v.items() if kk != "_scores"} for k, v in results.items()}
+    (args.out / "ood.json").write_text(json.dumps(report, indent=2) + "\n")
+    ood.plot(results, args.out / "ood.png")
+    print(f"wrote {args.out / 'ood.json'} and {args.out / 'ood.png'}")
     return 0
 
 

@@ -19,9 +19,14 @@ OPSET = 18
 INPUT_NAME = "image"
 
 
-def export_onnx(model: ConvNet | MLP, path: Path) -> list[str]:
+def export_onnx(
+    model: ConvNet | MLP,
+    path: Path,
+    temperature: float = 1.0,
+    not_digit: tuple[float, float] | None = None,
+) -> list[str]:
     """Write `model` as ONNX with a dynamic batch dimension; returns the output names."""
-    wrapper = Exported(model).eval()
+    wrapper = Exported(model, temperature, not_digit).eval()
     names = wrapper.output_names()
     path.parent.mkdir(parents=True, exist_ok=True)
     batch = torch.export.Dim("batch", min=1, max=4096)

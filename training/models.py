@@ -115,13 +115,28 @@ def count_parameters(model: nn.Module) -> int:
 class Exported(nn.Module):
     """The serving graph: probabilities, logits, not_digit, then `layer.<name>` for each layer.
 
-    `not_digit` here is the simplest honest score, 1 - max probability; a trained score replaces it
-    in a later version.
+    `temperature` scales the logits so the probabilities are calibrated (fitted on validation
+    data; `logits` is output already divided by it). With `not_digit` = (weight, bias) the score
+    is sigmoid(weight * energy + bias) with energy = -logsumexp(raw logits), trained by outlier
+    exposure and fitted on validation data; without, it is 1 - max probability.
     """
 
-    def __init__(self, model: ConvNet | MLP) -> None:
+    def __init__(
+        self,
+        model: ConvNet | MLP,
+        temperature: float = 1.0,
+        not_digit: tuple[float, float] | None = None,
+    ) -> None:
         super().__init__()
         self.model = model
+        self.scored = not_digit is not None
+        weight, bias = not_digit or (0.0, 0.0)
+        self.temperature: torch.Tensor
+        self.weight: torch.Tensor
+        self.bias: torch.Tensor
+        self.register_buffer("temperature", torch.tensor(float(temperature)))
+        self.register_buffer("weight", torch.tensor(float(weight)))
+        self.register_buffer("bias", torch.tensor(float(bias)))
 
     def output_names(self) -> list[str]:
         return ["probabilities", "logits", "not_digit"] + [
@@ -130,8 +145,13 @@ class Exported(nn.Module):
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         acts = self.model.layers(image)
-        logits = acts["logits"]
+        raw = acts["logits"]
+        logits = raw / self.temperature
         probabilities = torch.softmax(logits, dim=1)
-        not_digit = 1.0 - probabilities.max(dim=1).values
+        if self.scored:
+            energy = -torch.logsumexp(raw, dim=1)
+            not_digit = torch.sigmoid(self.weight * energy + self.bias)
+        else:
+            not_digit = 1.0 - probabilities.max(dim=1).values
         layers = (acts[n] for n in self.model.layer_names)
         return (probabilities, logits, not_digit, *layers)

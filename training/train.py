@@ -84,8 +84,14 @@ def train(
     train_split: Split,
     val_split: Split,
     checkpoint_dir: Path | None = None,
+    outliers: npt.NDArray[np.uint8] | None = None,
 ) -> Result:
-    """Train `cfg.model`; returns the weights of the best validation epoch."""
+    """Train `cfg.model`; returns the weights of the best validation epoch.
+
+    With `outliers` (images that are not digits) and `cfg.outlier_weight` > 0, each step also
+    shows the network a batch of them and pulls its output towards the uniform distribution:
+    outlier exposure (Hendrycks et al., 2019), which makes "none of the ten" learnable.
+    """
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -95,8 +101,13 @@ def train(
         train_split = Split(train_split.images[: cfg.limit], train_split.labels[: cfg.limit])
     x_train, y_train = to_tensor(train_split.images), torch.from_numpy(train_split.labels)
     x_val, y_val = to_tensor(val_split.images), torch.from_numpy(val_split.labels)
+    use_outliers = outliers is not None and len(outliers) > 0 and cfg.outlier_weight > 0
+    x_out = to_tensor(outliers) if use_outliers and outliers is not None else None
+    out_batch = max(1, int(cfg.batch_size * cfg.outlier_fraction))
 
     model = build(cfg.model)
+    if cfg.init_from:
+        model.load_state_dict(torch.load(cfg.init_from, weights_only=True)["state_dict"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -122,7 +133,15 @@ def train(
             x, y = x_train[idx], y_train[idx]
             if cfg.augment is not None:
                 x = augment(x, gen, cfg.augment)
-            loss = F.cross_entropy(model(x), y)
+            if x_out is None:
+                loss = F.cross_entropy(model(x), y)
+            else:
+                pick = torch.randint(0, len(x_out), (out_batch,), generator=gen)
+                logits = model(torch.cat([x, x_out[pick]]))
+                digits, others = logits[: len(idx)], logits[len(idx) :]
+                # Cross-entropy to the uniform distribution over the ten digits.
+                uniform = -F.log_softmax(others, dim=1).mean(dim=1).mean()
+                loss = F.cross_entropy(digits, y) + cfg.outlier_weight * uniform
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()

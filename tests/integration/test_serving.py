@@ -18,6 +18,7 @@ from service._proto.inference import grpc_service_pb2 as v2
 from service._proto.inference import grpc_service_pb2_grpc as v2_grpc
 from tests.integration import reference
 from tests.integration.server import ServerProcess, scrape
+from training import data
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +119,16 @@ def test_classify_pixels_equals_direct_onnxruntime(digits: digits_pb2_grpc.Digit
             "layers[0]: model 'mlp' has no layer 'conv9'",
         ),
         (digits_pb2.ClassifyRequest(model="nope"), "NOT_FOUND", "model 'nope' is not served"),
+        (
+            digits_pb2.ClassifyRequest(model="mlp", images=[digits_pb2.Image(encoded=b"x")] * 1025),
+            "INVALID_ARGUMENT",
+            "images: 1025 images exceed the limit of 1024",
+        ),
+        (
+            digits_pb2.ClassifyRequest(model="mlp", images=[digits_pb2.Image(encoded=b"GIF89a..")]),
+            "INVALID_ARGUMENT",
+            "images[0].encoded",
+        ),
     ],
 )
 def test_bad_classify_requests_get_precise_status(
@@ -130,6 +141,27 @@ def test_bad_classify_requests_get_precise_status(
         digits.Classify(request_, timeout=10)
     assert err.value.code().name == code
     assert message in err.value.details()
+
+
+def test_decompression_bomb_is_refused_and_the_server_carries_on(
+    digits: digits_pb2_grpc.DigitsStub,
+) -> None:
+    bomb = io.BytesIO()
+    Image.new("1", (30000, 30000)).save(bomb, format="PNG")  # ~100 KB, 900 M pixels declared
+    request = digits_pb2.ClassifyRequest(
+        model="mlp", images=[digits_pb2.Image(encoded=bomb.getvalue())]
+    )
+    with pytest.raises(grpc.RpcError) as err:
+        digits.Classify(request, timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "images[0].encoded" in err.value.details()
+    fine = digits_pb2.ClassifyRequest(
+        model="mlp",
+        images=[
+            digits_pb2.Image(pixels=digits_pb2.Pixels(data=reference.test_images(1)[0].ravel()))
+        ],
+    )
+    assert digits.Classify(fine, timeout=10).results[0].digit == reference.mnist_test().labels[0]
 
 
 def test_list_and_get_models(digits: digits_pb2_grpc.DigitsStub) -> None:
@@ -269,3 +301,27 @@ def test_large_inverted_pictures_keep_99_percent_of_direct_accuracy(
         predicted += [r.digit for r in digits.Classify(request, timeout=30).results]
     through_files = (np.array(predicted) == labels).mean()
     assert through_files >= 0.99 * direct.mean(), (through_files, direct.mean())
+
+
+def test_device_choice_is_one_clear_log_line(server: ServerProcess) -> None:
+    """On a machine without a GPU: one line saying so, no onnxruntime CUDA error spew."""
+    device_lines = [line for line in server.lines if "service.runtime: device:" in line]
+    assert len(device_lines) == 1, device_lines
+    assert "CPU" in device_lines[0]
+    assert not [line for line in server.lines if "ERROR" in line or "[E:onnxruntime" in line]
+    assert "libcudart" not in server.log and "Failed to load" not in server.log
+
+
+def test_not_digit_verdict_flips_where_it_should(digits: digits_pb2_grpc.DigitsStub) -> None:
+    """Through preprocessing and the real service: clothing is not a digit, digits are."""
+    fashion = data.load_split(reference.MNIST.parent / "fashion-mnist", "test").images[:20]
+    clear = reference.test_images(20, offset=500)[:, 0]
+    request = digits_pb2.ClassifyRequest(
+        model="convnet",
+        include_not_digit=True,
+        images=[digits_pb2.Image(encoded=png(i / 255.0, invert=False)) for i in fashion]
+        + [digits_pb2.Image(encoded=png(i)) for i in clear],
+    )
+    results = digits.Classify(request, timeout=30).results
+    assert sum(not r.not_digit.is_digit for r in results[:20]) >= 18
+    assert all(r.not_digit.is_digit for r in results[20:])

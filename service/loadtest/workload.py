@@ -1,0 +1,85 @@
+"""The requests a phase sends: MNIST test images as V2 raw tensors or digits.v1 PNGs.
+
+Requests are built once, before any phase starts, so building them costs no measured time.
+"""
+
+from __future__ import annotations
+
+import io
+from itertools import cycle
+from pathlib import Path
+from typing import Any, Literal, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from service._proto.digits.v1 import digits_pb2
+from service._proto.inference import grpc_service_pb2 as v2
+
+Api: TypeAlias = Literal["v2", "digits"]
+APIS: tuple[Api, ...] = ("v2", "digits")
+# Distinct requests per (model, API); they are sent round-robin.
+POOL = 64
+
+
+def load_images(data_dir: Path | None, count: int) -> tuple[npt.NDArray[np.uint8], str]:
+    """MNIST test images [N,28,28], or seeded noise strokes when MNIST is not at hand.
+
+    Returns the images and where they came from, for the report.
+    """
+    try:
+        from training.data import default_data_dir, load_split
+
+        where = data_dir or default_data_dir("mnist")
+        images = load_split(where, "test", verify=False).images[:count]
+        return np.ascontiguousarray(images), f"MNIST test images from {where}"
+    except (ImportError, OSError, ValueError) as exc:
+        rng = np.random.default_rng(0)
+        noise = np.zeros((count, 28, 28), np.uint8)
+        noise[:, 6:22, 10:18] = rng.integers(128, 256, (count, 16, 8), dtype=np.uint8)
+        return noise, f"synthetic images (MNIST unavailable: {exc})"
+
+
+def png_bytes(image: npt.NDArray[np.uint8]) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image, mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def v2_request(model: str, images: npt.NDArray[np.uint8]) -> v2.ModelInferRequest:
+    """No outputs named: the server returns its defaults, as perf_analyzer asks."""
+    pixels = (images.astype(np.float32) / 255.0).reshape(len(images), 1, 28, 28)
+    request = v2.ModelInferRequest(model_name=model)
+    request.inputs.add(name="image", datatype="FP32", shape=list(pixels.shape))
+    request.raw_input_contents.append(pixels.tobytes())
+    return request
+
+
+def digits_request(model: str, encoded: list[bytes]) -> digits_pb2.ClassifyRequest:
+    return digits_pb2.ClassifyRequest(
+        model=model, images=[digits_pb2.Image(encoded=data) for data in encoded]
+    )
+
+
+class Workload:
+    """A round-robin source of requests for each (model, API) pair."""
+
+    def __init__(self, images: npt.NDArray[np.uint8], batch_size: int) -> None:
+        self.batch_size = batch_size
+        self.images = images
+        self.pngs = [png_bytes(image) for image in images]
+
+    def _rows(self, k: int) -> list[int]:
+        n = len(self.images)
+        return [(k * self.batch_size + i) % n for i in range(self.batch_size)]
+
+    def requests(self, model: str, api: Api) -> cycle[Any]:
+        pool: list[Any] = []
+        for k in range(POOL):
+            rows = self._rows(k)
+            if api == "v2":
+                pool.append(v2_request(model, self.images[rows]))
+            else:
+                pool.append(digits_request(model, [self.pngs[i] for i in rows]))
+        return cycle(pool)

@@ -1,0 +1,80 @@
+"""The trained not-a-digit score of the committed models: figures recomputed, targets held."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from training import calibrate, data, evaluate, ood
+
+STORE = Path(__file__).resolve().parents[2] / "model_store"
+TRAINED = [
+    (model, version_dir)
+    for model in ("convnet", "mlp")
+    for version_dir in sorted((STORE / model).iterdir())
+    if version_dir.name.isdigit()
+    and "outlier exposure"
+    in json.loads((version_dir / "manifest.json").read_text())["metrics"]["not_digit"]["score"]
+]
+
+
+@functools.cache
+def recomputed(version_dir: Path, mnist_dir: Path, fashion_dir: Path) -> dict[str, Any]:
+    manifest = json.loads((version_dir / "manifest.json").read_text())
+    test = data.load_split(mnist_dir, "test")
+    sess = evaluate.session(version_dir / "model.onnx")
+    sets = ood.ood_sets(test, fashion_dir)
+    return {
+        "manifest": manifest,
+        "figures": ood.figures(sess, manifest["not_digit_threshold"], test, sets),
+    }
+
+
+def test_both_models_have_a_trained_score() -> None:
+    assert {model for model, _ in TRAINED} == {"convnet", "mlp"}
+
+
+@pytest.mark.parametrize(("model", "version_dir"), TRAINED, ids=str)
+def test_manifest_figures_are_recomputed_not_copied(
+    model: str, version_dir: Path, mnist_dir: Path, fashion_dir: Path
+) -> None:
+    result = recomputed(version_dir, mnist_dir, fashion_dir)
+    manifest, figures = result["manifest"], result["figures"]
+    stated = manifest["metrics"]["not_digit"]
+    for key, value in ood.headline(figures).items():
+        assert value == pytest.approx(stated[key], abs=1e-6), key
+    assert figures["test_accuracy"] == pytest.approx(manifest["metrics"]["test_accuracy"])
+    assert figures["ece_15_bins"] == pytest.approx(manifest["metrics"]["ece_15_bins"], abs=1e-6)
+
+
+@pytest.mark.parametrize(("model", "version_dir"), TRAINED, ids=str)
+def test_targets_hold(model: str, version_dir: Path, mnist_dir: Path, fashion_dir: Path) -> None:
+    result = recomputed(version_dir, mnist_dir, fashion_dir)
+    figures, sets = result["figures"], result["figures"]["sets"]
+    assert figures["test_accuracy"] >= {"convnet": 0.995, "mlp": 0.96}[model]
+    assert figures["mnist_test_flagged_rate"] <= 0.011
+    for name in ("fashion_mnist_test", "gaussian_noise", "uniform_noise", "blank"):
+        # Better than the max-softmax baseline of the same graph, everywhere that matters.
+        assert sets[name]["trained"]["auroc"] >= sets[name]["max_softmax"]["auroc"] - 1e-3, name
+    if model == "convnet":
+        assert sets["fashion_mnist_test"]["trained"]["auroc"] >= 0.995
+        for name in ("gaussian_noise", "uniform_noise", "blank"):
+            assert sets[name]["trained"]["auroc"] >= 0.999, name
+        assert figures["ece_15_bins"] <= 0.01
+
+
+def test_temperature_scaling_lowers_calibration_error(mnist_dir: Path) -> None:
+    for _, version_dir in TRAINED:
+        metrics = json.loads((version_dir / "manifest.json").read_text())["metrics"]
+        sess = evaluate.session(version_dir / "model.onnx")
+        test = data.load_split(mnist_dir, "test")
+        logits = evaluate.run(sess, test.images, ("logits",))["logits"]
+        raw = np.exp(calibrate.log_softmax(logits * metrics["temperature"]))
+        uncalibrated = calibrate.expected_calibration_error(raw, test.labels)
+        assert uncalibrated == pytest.approx(metrics["ece_15_bins_uncalibrated"], abs=1e-6)
+        assert metrics["ece_15_bins"] <= uncalibrated + 1e-3
