@@ -29,6 +29,24 @@ def energy(logits: npt.ArrayLike) -> FloatArray:
     return result
 
 
+def log_rest(logits: npt.ArrayLike) -> FloatArray:
+    """log(1 - max softmax) computed without cancellation: logsumexp of the other logits minus
+    logsumexp of all. A monotone map of the max-softmax score that keeps its resolution where
+    1 - max probability rounds to 0."""
+    z = np.asarray(logits, dtype=np.float64)
+    top = z.argmax(axis=1)
+    rest = z.copy()
+    rest[np.arange(len(z)), top] = -np.inf
+    m = z.max(axis=1)
+    result: FloatArray = np.log(np.exp(rest - m[:, None]).sum(axis=1)) - np.log(
+        np.exp(z - m[:, None]).sum(axis=1)
+    )
+    return result
+
+
+FEATURES = {"energy": energy, "log_rest": log_rest}
+
+
 def nll(logits: npt.ArrayLike, labels: npt.NDArray[np.int64], temperature: float) -> float:
     logp = log_softmax(np.asarray(logits, dtype=np.float64) / temperature)
     return float(-logp[np.arange(len(labels)), labels].mean())
@@ -60,19 +78,23 @@ def expected_calibration_error(
 
 @dataclass(frozen=True)
 class Logistic:
-    """not_digit = sigmoid(weight * energy + bias)."""
+    """not_digit = sigmoid(weight * feature(logits) + bias), `feature` one of FEATURES."""
 
     weight: float
     bias: float
+    feature: str = "energy"
 
-    def __call__(self, energies: npt.ArrayLike) -> FloatArray:
-        z = self.weight * np.asarray(energies, dtype=np.float64) + self.bias
+    def __call__(self, values: npt.ArrayLike) -> FloatArray:
+        z = self.weight * np.asarray(values, dtype=np.float64) + self.bias
         result: FloatArray = 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
         return result
 
 
 def fit_logistic(
-    digit_energies: npt.ArrayLike, other_energies: npt.ArrayLike, l2: float = 1e-3
+    digit_energies: npt.ArrayLike,
+    other_energies: npt.ArrayLike,
+    l2: float = 1e-3,
+    feature: str = "energy",
 ) -> Logistic:
     """Logistic regression on one feature, classes weighted equally, by Newton's method.
 
@@ -95,7 +117,17 @@ def fit_logistic(
         w, b = w - step[0], b - step[1]
         if np.abs(step).max() < 1e-10:
             break
-    return Logistic(weight=float(w / scale), bias=float(b - w * mean / scale))
+    return Logistic(weight=float(w / scale), bias=float(b - w * mean / scale), feature=feature)
+
+
+def fit_score(digit_logits: npt.ArrayLike, other_logits: npt.ArrayLike) -> Logistic:
+    """The feature that best separates these validation sets (by AUROC), mapped to [0, 1]."""
+    best = max(
+        FEATURES,
+        key=lambda name: auroc(FEATURES[name](digit_logits), FEATURES[name](other_logits)),
+    )
+    feature = FEATURES[best]
+    return fit_logistic(feature(digit_logits), feature(other_logits), feature=best)
 
 
 def auroc(negatives: npt.ArrayLike, positives: npt.ArrayLike) -> float:

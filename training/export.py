@@ -23,7 +23,7 @@ def export_onnx(
     model: ConvNet | MLP,
     path: Path,
     temperature: float = 1.0,
-    not_digit: tuple[float, float] | None = None,
+    not_digit: tuple[str, float, float] | None = None,
 ) -> list[str]:
     """Write `model` as ONNX with a dynamic batch dimension; returns the output names."""
     wrapper = Exported(model, temperature, not_digit).eval()

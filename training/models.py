@@ -116,21 +116,21 @@ class Exported(nn.Module):
     """The serving graph: probabilities, logits, not_digit, then `layer.<name>` for each layer.
 
     `temperature` scales the logits so the probabilities are calibrated (fitted on validation
-    data; `logits` is output already divided by it). With `not_digit` = (weight, bias) the score
-    is sigmoid(weight * energy + bias) with energy = -logsumexp(raw logits), trained by outlier
-    exposure and fitted on validation data; without, it is 1 - max probability.
+    data; `logits` is output already divided by it). With `not_digit` = (feature, weight, bias)
+    the score is sigmoid(weight * feature + bias) on the raw logits, where feature is `energy`
+    (-logsumexp) or `log_rest` (log(1 - max softmax)), as chosen and fitted on validation data
+    after outlier exposure; without, the score is 1 - max probability.
     """
 
     def __init__(
         self,
         model: ConvNet | MLP,
         temperature: float = 1.0,
-        not_digit: tuple[float, float] | None = None,
+        not_digit: tuple[str, float, float] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
-        self.scored = not_digit is not None
-        weight, bias = not_digit or (0.0, 0.0)
+        self.feature, weight, bias = not_digit or ("", 0.0, 0.0)
         self.temperature: torch.Tensor
         self.weight: torch.Tensor
         self.bias: torch.Tensor
@@ -148,9 +148,14 @@ class Exported(nn.Module):
         raw = acts["logits"]
         logits = raw / self.temperature
         probabilities = torch.softmax(logits, dim=1)
-        if self.scored:
-            energy = -torch.logsumexp(raw, dim=1)
-            not_digit = torch.sigmoid(self.weight * energy + self.bias)
+        if self.feature:
+            total = torch.logsumexp(raw, dim=1)
+            if self.feature == "energy":
+                feature = -total
+            else:  # log(1 - max softmax) = logsumexp(all but the top logit) - logsumexp(all)
+                top = torch.nn.functional.one_hot(raw.argmax(dim=1), raw.shape[1]).bool()
+                feature = torch.logsumexp(raw.masked_fill(top, float("-inf")), dim=1) - total
+            not_digit = torch.sigmoid(self.weight * feature + self.bias)
         else:
             not_digit = 1.0 - probabilities.max(dim=1).values
         layers = (acts[n] for n in self.model.layer_names)

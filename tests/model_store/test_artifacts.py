@@ -33,6 +33,7 @@ def versions(store: Path) -> list[tuple[str, Path]]:
     return [
         (name, version_dir)
         for name in LAYER_SHAPES
+        if (store / name).is_dir()
         for version_dir in sorted((store / name).iterdir())
         if version_dir.name.isdigit()
     ]

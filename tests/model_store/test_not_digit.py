@@ -16,6 +16,7 @@ STORE = Path(__file__).resolve().parents[2] / "model_store"
 TRAINED = [
     (model, version_dir)
     for model in ("convnet", "mlp")
+    if (STORE / model).is_dir()
     for version_dir in sorted((STORE / model).iterdir())
     if version_dir.name.isdigit()
     and "outlier exposure"
@@ -57,7 +58,7 @@ def test_targets_hold(model: str, version_dir: Path, mnist_dir: Path, fashion_di
     result = recomputed(version_dir, mnist_dir, fashion_dir)
     figures, sets = result["figures"], result["figures"]["sets"]
     assert figures["test_accuracy"] >= {"convnet": 0.995, "mlp": 0.96}[model]
-    assert figures["mnist_test_flagged_rate"] <= 0.011
+    assert figures["mnist_test_flagged_rate"] <= 0.01
     for name in ("fashion_mnist_test", "gaussian_noise", "uniform_noise", "blank"):
         # Better than the max-softmax baseline of the same graph, everywhere that matters.
         assert sets[name]["trained"]["auroc"] >= sets[name]["max_softmax"]["auroc"] - 1e-3, name

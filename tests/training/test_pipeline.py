@@ -118,9 +118,15 @@ def test_a_second_run_becomes_version_2(tmp_path: Path, mnist_dir: Path) -> None
     assert sorted(p.name for p in (tmp_path / "mlp").iterdir()) == ["1", "2"]
 
 
-@pytest.mark.parametrize("model_cls", [ConvNet, MLP])
+@pytest.mark.parametrize(
+    ("model_cls", "not_digit"),
+    [(ConvNet, ("log_rest", 0.8, 3.0)), (MLP, None), (MLP, ("energy", 1.5, 12.0))],
+)
 def test_onnx_matches_pytorch_on_every_output(
-    model_cls: type[ConvNet] | type[MLP], tmp_path: Path, mnist_dir: Path
+    model_cls: type[ConvNet] | type[MLP],
+    not_digit: tuple[str, float, float] | None,
+    tmp_path: Path,
+    mnist_dir: Path,
 ) -> None:
     """Parity on 256 test images, layers included: max |difference| ≤ 1e-4."""
     from training.export import export_onnx
@@ -133,11 +139,11 @@ def test_onnx_matches_pytorch_on_every_output(
         model(torch.rand(512, 1, 28, 28))
     model.eval()
     path = tmp_path / "model.onnx"
-    names = export_onnx(model, path)
+    names = export_onnx(model, path, temperature=1.7, not_digit=not_digit)
 
     images = to_tensor(data.load_split(mnist_dir, "test").images[:256])
     with torch.no_grad():
-        expected = [t.numpy() for t in Exported(model).eval()(images)]
+        expected = [t.numpy() for t in Exported(model, 1.7, not_digit).eval()(images)]
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = sess.run(names, {"image": images.numpy()})
     worst = {n: float(np.abs(e - g).max()) for n, e, g in zip(names, expected, got, strict=True)}
