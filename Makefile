@@ -8,6 +8,7 @@ DATA_DIR ?= ../shared/datasets/mnist
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SERVE_ARGS ?=
+LOAD_ARGS ?=
 
 .PHONY: install install-train system-deps serve test lint typecheck train evaluate clean proto \
 	proto-check
@@ -36,6 +37,16 @@ system-deps:
 # The committed models on :8001 (gRPC) and :8002 (metrics); SERVE_ARGS adds flags.
 serve: install
 	$(PY) -m service --model-store model_store $(SERVE_ARGS)
+
+# Starts a server on free ports (or drives --target), sweeps concurrency, runs an open loop,
+# prints a table, writes reports/load-<timestamp>.{json,png}. LOAD_ARGS adds flags (--help).
+.PHONY: load-test perf-analyzer
+load-test: install
+	$(PY) -m service.loadtest $(LOAD_ARGS)
+
+# Triton's perf_analyzer with the same settings against a started server (or --target).
+perf-analyzer: install system-deps
+	$(PY) -m service.loadtest --perf-analyzer $(LOAD_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check service training tests scripts benchmarks

@@ -16,20 +16,28 @@ log = logging.getLogger("service")
 
 
 async def serve(settings: Settings) -> None:
-    app = await App.start(settings)
+    """Serve until SIGTERM/SIGINT, then drain. Signals are caught from the start, so a signal
+    that arrives while the models load stops the server at once instead of being ignored."""
     loop = asyncio.get_running_loop()
-    stopping: list[asyncio.Task[None]] = []
+    stop = asyncio.Event()
 
     def on_signal(sig: signal.Signals) -> None:
         log.info("%s received", sig.name)
-        if not stopping:
-            stopping.append(loop.create_task(app.stop()))
+        stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
-    await app.wait()
-    if stopping:
-        await stopping[0]
+    starting = asyncio.ensure_future(App.start(settings))
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        log.info("stopped before serving")
+        return
+    stopping.cancel()
+    app = starting.result()
+    await stop.wait()
+    await app.stop()
 
 
 def main() -> int:

@@ -28,11 +28,14 @@ LATENCY_BUCKETS = (
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "unknown"
+def _version(*dists: str) -> str:
+    """The first of these distributions that is installed (the CPU image has onnxruntime)."""
+    for dist in dists:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"
 
 
 class Metrics:
@@ -93,7 +96,7 @@ class Metrics:
         )
         self.build_info.labels(
             _version("digits-serving"),
-            _version("onnxruntime-gpu"),
+            _version("onnxruntime-gpu", "onnxruntime"),
             _version("grpcio"),
             platform.python_version(),
         ).set(1)
