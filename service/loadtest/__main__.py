@@ -106,6 +106,11 @@ async def ready_models(
     return ready, skipped
 
 
+async def models_on(target: str, models: list[str]) -> tuple[list[str], list[dict[str, str]]]:
+    async with open_channel(target) as channel:
+        return await ready_models(channel, models)
+
+
 async def warm_up(channel: grpc.aio.Channel, phase: Phase, requests: Any, timeout: float) -> None:
     """A few requests outside any measurement: connections, first calls, and a clear error."""
     call = rpc(channel, phase.api)
@@ -136,7 +141,9 @@ async def drive(
                 file=sys.stderr,
             )
             progress = Progress(len(phases))
-            runner = Runner(channel, stop, progress, args.duration, args.timeout, args.max_outstanding)
+            runner = Runner(
+                channel, stop, progress, args.duration, args.timeout, args.max_outstanding
+            )
             for (model, api), group in groupby(phases, key=lambda p: (p.model, p.api)):
                 group_phases = list(group)
                 requests = workload.requests(model, api)
@@ -181,6 +188,8 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM outside the phases ends the run as Ctrl-C does, so a started server is stopped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     started = datetime.now().astimezone()
     server: LocalServer | None = None
     try:
@@ -236,15 +245,21 @@ def run_perf_analyzer(args: argparse.Namespace, target: str) -> int:
     if binary is None:
         print("perf_analyzer not found (pip install 'tritonclient[grpc]')", file=sys.stderr)
         return EXIT_FAILED
+    models, skipped = asyncio.run(models_on(target, args.models))
+    for skip in skipped:
+        print(f"skipped {skip['model']}: {skip['reason']}", file=sys.stderr)
     runs = perf.commands(
         binary,
         target,
-        args.models,
+        models,
         args.concurrency,
         args.rate,
         args.batch_size,
         args.duration,
     )
+    if not runs:
+        print("no model to measure", file=sys.stderr)
+        return EXIT_FAILED
     return perf.run_all(runs, timeout_s=max(60.0, args.duration * 10))
 
 

@@ -7,6 +7,7 @@ tensors; the server clips them to [0,1].
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import shutil
@@ -22,10 +23,10 @@ def perf_analyzer_env() -> dict[str, str]:
     """perf_analyzer links libcudart even on a CPU machine; the pip package provides it."""
     env = dict(os.environ)
     try:
-        import nvidia.cuda_runtime
+        runtime = importlib.import_module("nvidia.cuda_runtime")
     except ImportError:
         return env
-    lib = Path(next(iter(nvidia.cuda_runtime.__path__))) / "lib"
+    lib = Path(next(iter(runtime.__path__))) / "lib"
     path = env.get("LD_LIBRARY_PATH", "")
     env["LD_LIBRARY_PATH"] = f"{lib}:{path}" if path else str(lib)
     return env

@@ -95,7 +95,7 @@ class Panel:
         middle = (self.left + self.right) / 2
         d.text((middle, PANEL_TOP - 14), title, fill=TEXT, font=font(18), anchor="md")
         d.text((middle, PANEL_BOTTOM + 32), x_name, fill=TEXT, font=font(15), anchor="mt")
-        d.text((self.left, PANEL_TOP - 2), y_name, fill=TEXT, font=small, anchor="rb")
+        vertical_text(d, (self.left - 62, (PANEL_TOP + PANEL_BOTTOM) / 2), y_name, font(15))
 
     def line(self, points: list[tuple[float, float]], color: str, width: int) -> None:
         if len(points) > 1:
@@ -105,18 +105,31 @@ class Panel:
         marker(self.draw, self.xy(x, y), color, shape, r)
 
 
+def vertical_text(
+    draw: ImageDraw.ImageDraw, centre: tuple[float, float], text: str, face: Font
+) -> None:
+    """Text turned 90 degrees, read bottom to top, centred on `centre`."""
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=face)
+    box = Image.new("L", (int(right - left) + 4, int(bottom - top) + 4), 0)
+    ImageDraw.Draw(box).text((2 - left, 2 - top), text, fill=255, font=face)
+    turned = box.rotate(90, expand=True)
+    x, y = int(centre[0] - turned.width / 2), int(centre[1] - turned.height / 2)
+    draw.bitmap((x, y), turned, fill=TEXT)
+
+
 def marker(
     draw: ImageDraw.ImageDraw, at: tuple[float, float], color: str, shape: str, r: int = 5
 ) -> None:
     px, py = at
+    diamond = [(px, py - r - 2), (px + r + 2, py), (px, py + r + 2), (px - r - 2, py)]
     if shape == "circle":
         draw.ellipse([(px - r, py - r), (px + r, py + r)], fill=color)
     elif shape == "square":
         draw.rectangle([(px - r, py - r), (px + r, py + r)], fill="white", outline=color, width=2)
-    else:  # diamond
-        r += 2
-        points = [(px, py - r), (px + r, py), (px, py + r), (px - r, py)]
-        draw.polygon(points, fill=color, outline=AXIS)
+    elif shape == "diamond":
+        draw.polygon(diamond, fill=color)
+    else:  # hollow diamond
+        draw.polygon(diamond, fill="white", outline=color, width=2)
 
 
 def draw_report(report: dict[str, Any], path: Path) -> None:
@@ -126,8 +139,9 @@ def draw_report(report: dict[str, Any], path: Path) -> None:
     image = Image.new("RGB", (WIDTH, HEIGHT), "white")
     draw = ImageDraw.Draw(image)
     settings = report["settings"]
+    when = report["started"][:16].replace("T", " ")
     title = (
-        f"digits-serving load test, {report['started']}: {settings['batch_size']} image(s) per "
+        f"digits-serving load test, {when}: {settings['batch_size']} image(s) per "
         f"request, {settings['duration_s']:g} s per phase, {report['machine']['cpus']} CPUs"
     )
     draw.text((WIDTH / 2, 18), title, fill=TEXT, font=font(20), anchor="mt")
@@ -141,7 +155,7 @@ def draw_report(report: dict[str, Any], path: Path) -> None:
     throughput = [p["images_per_s"] for p in phases]
     left = Panel(
         draw,
-        90,
+        100,
         640,
         power2_ticks(concurrency[0], concurrency[-1]),
         linear_ticks(max(throughput) * 1.05),
@@ -152,7 +166,7 @@ def draw_report(report: dict[str, Any], path: Path) -> None:
     latencies = [p["latency_ms"][k] for p in phases for k in ("p50", "p99")]
     right = Panel(
         draw,
-        800,
+        820,
         1360,
         linear_ticks(max(throughput) * 1.05),
         log_ticks(min(latencies), max(latencies)),
@@ -167,15 +181,20 @@ def draw_report(report: dict[str, Any], path: Path) -> None:
         left.line([(p["concurrency"], p["images_per_s"]) for p in sweep], color, 3)
         for p in sweep:
             left.marker(p["concurrency"], p["images_per_s"], color, "circle")
-        by_rate = sorted(sweep, key=lambda p: p["images_per_s"])
+        # In order of concurrency: where more load buys no throughput, the line turns back.
         for pct, width, shape in (("p50", 3, "circle"), ("p99", 1, "square")):
-            right.line([(p["images_per_s"], p["latency_ms"][pct]) for p in by_rate], color, width)
-            for p in by_rate:
+            right.line([(p["images_per_s"], p["latency_ms"][pct]) for p in sweep], color, width)
+            for p in sweep:
                 right.marker(p["images_per_s"], p["latency_ms"][pct], color, shape)
+        for p in sweep:
+            px, py = right.xy(p["images_per_s"], p["latency_ms"]["p50"])
+            draw.text((px + 8, py + 4), f"c={p['concurrency']}", fill=color, font=font(12))
         for p in phases:
             if p["mode"] == "open" and (p["model"], p["api"]) == key:
-                for pct in ("p50", "p99"):
-                    right.marker(p["images_per_s"], p["latency_ms"][pct], color, "diamond")
+                x, lat = p["images_per_s"], p["latency_ms"]
+                right.line([(x, lat["p50"]), (x, lat["p99"])], color, 1)
+                right.marker(x, lat["p99"], color, "hollow")
+                right.marker(x, lat["p50"], color, "diamond")
     legend(draw, series, colors)
     image.save(path)
 
@@ -191,15 +210,16 @@ def legend(
         (colors[key], "line", f"{key[0]} {key[1]}") for key in series
     ]
     entries += [
-        (AXIS, "circle", "p50 (closed loop)"),
-        (AXIS, "square", "p99 (closed loop)"),
-        (AXIS, "diamond", "p50 and p99, open loop (Poisson)"),
+        (AXIS, "circle", "p50 closed loop"),
+        (AXIS, "square", "p99 closed loop"),
+        (AXIS, "diamond", "p50 open loop (Poisson)"),
+        (AXIS, "hollow", "p99 open loop"),
     ]
-    small, y, x = font(15), HEIGHT - 50, 90
+    small, y, x = font(15), HEIGHT - 50, 100
     for color, shape, text in entries:
         if shape == "line":
             draw.line([(x, y), (x + 28, y)], fill=color, width=4)
         else:
             marker(draw, (x + 14, y), color, shape)
         draw.text((x + 36, y), text, fill=TEXT, font=small, anchor="lm")
-        x += 36 + int(draw.textlength(text, font=small)) + 30
+        x += 36 + int(draw.textlength(text, font=small)) + 24

@@ -26,8 +26,9 @@ SHORT_CODES = {
 
 
 def latency_ms(latencies_s: list[float]) -> dict[str, float | None]:
+    figures: dict[str, float | None] = {f"p{p}": None for p in PERCENTILES}
     if not latencies_s:
-        return {f"p{p}": None for p in PERCENTILES} | {"max": None, "mean": None}
+        return figures | {"max": None, "mean": None}
     ms = np.asarray(latencies_s) * 1e3
     figures = {f"p{p}": float(np.percentile(ms, p)) for p in PERCENTILES}
     return figures | {"max": float(ms.max()), "mean": float(ms.mean())}
@@ -73,7 +74,9 @@ def build(
     started: datetime,
 ) -> dict[str, Any]:
     phases = [phase_summary(result) for result in results]
-    failed = bool(failures) or not phases or any(phase["unexpected"] for phase in phases)
+    # A run that measured nothing fails, unless Ctrl-C came first.
+    nothing = not phases and not interrupted
+    failed = bool(failures) or nothing or any(phase["unexpected"] for phase in phases)
     return {
         "version": REPORT_VERSION,
         "started": started.isoformat(timespec="seconds"),
@@ -131,6 +134,7 @@ def table(report: dict[str, Any]) -> str:
     for phase in report["phases"]:
         lat, server = phase["latency_ms"], phase["server"] or {}
         load = f"c={phase['concurrency']}" if phase["mode"] == "closed" else f"{phase['rate']:g}/s"
+        load += "*" if phase["interrupted"] else ""
         batch = server.get("mean_batch_size")
         rows.append(
             (
@@ -175,7 +179,7 @@ def footnote(report: dict[str, Any]) -> str:
     notes += [f"skipped {s['model']}: {s['reason']}" for s in report["skipped"]]
     notes += [f"FAILED: {failure}" for failure in report["failures"]]
     if report["interrupted"]:
-        notes.append("interrupted: the report covers the phases run so far.")
+        notes.append("interrupted (*): the report covers the phases run so far.")
     return "\n".join(notes)
 
 

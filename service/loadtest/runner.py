@@ -92,8 +92,8 @@ def open_channel(target: str) -> grpc.aio.Channel:
 
 def rpc(channel: grpc.aio.Channel, api: Api) -> Call:
     if api == "v2":
-        return v2_grpc.GRPCInferenceServiceStub(channel).ModelInfer  # type: ignore[no-any-return]
-    return digits_pb2_grpc.DigitsStub(channel).Classify  # type: ignore[no-any-return]
+        return v2_grpc.GRPCInferenceServiceStub(channel).ModelInfer
+    return digits_pb2_grpc.DigitsStub(channel).Classify
 
 
 class Progress:
@@ -115,7 +115,7 @@ class Progress:
         line = (
             f"\r[{self.index}/{self.total}] {result.phase.label:<28} [{bar:<20}] "
             f"{min(elapsed, duration):4.1f}/{duration:g}s {result.requests:>7} req "
-            f"{rate:>7.0f}/s errors {errors}"
+            f"{rate:>7.0f}/s  not OK {errors}"
         )
         self.stream.write(line + "\x1b[K")
         self.stream.flush()

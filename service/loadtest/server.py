@@ -61,7 +61,12 @@ class LocalServer:
         self.grpc_port = self.metrics_port = 0
         self._ready = threading.Event()
         threading.Thread(target=self._drain, daemon=True).start()
-        if not self._ready.wait(start_timeout) or not self.grpc_port:
+        try:
+            started = self._ready.wait(start_timeout) and self.grpc_port
+        except BaseException:  # Ctrl-C while it starts: it must not outlive us
+            self.stop()
+            raise
+        if not started:
             self.stop()
             raise ServerError("the server did not start:\n" + "".join(self.lines[-20:]))
 
@@ -162,7 +167,9 @@ def server_figures(before: Samples, after: Samples, model: str, api: str) -> Ser
         }
     )
     requests = {
-        code: round(_delta(before, after, "digits_requests_total", {**by_model, "api": api, "code": code}))
+        code: round(
+            _delta(before, after, "digits_requests_total", {**by_model, "api": api, "code": code})
+        )
         for code in codes
     }
     return ServerFigures(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -14,14 +13,21 @@ import pytest
 from service._proto.inference import grpc_service_pb2 as v2
 from service._proto.inference import grpc_service_pb2_grpc as v2_grpc
 from tests.integration import reference
-from tests.integration.server import ServerProcess, inflight
+from tests.integration.server import ServerProcess, inflight, scrape
+
+# The convnet: its single-image batches are slow enough that a queue of them lasts a second.
+MODEL = "convnet"
+DEADLINE_EXCEEDED = (
+    "digits_requests_total",
+    (("api", "v2"), ("code", "DEADLINE_EXCEEDED"), ("model", MODEL)),
+)
 
 
 @pytest.fixture(scope="module")
 def small_queue() -> Iterator[ServerProcess]:
     server = ServerProcess(
         "--models",
-        "mlp",
+        "convnet",
         "--max-batch-size",
         "1",
         "--max-queue-size",
@@ -36,14 +42,14 @@ def small_queue() -> Iterator[ServerProcess]:
 
 
 def request_of(images: np.ndarray) -> v2.ModelInferRequest:
-    request = v2.ModelInferRequest(model_name="mlp")
+    request = v2.ModelInferRequest(model_name=MODEL)
     request.inputs.add(name="image", datatype="FP32", shape=list(images.shape))
     request.raw_input_contents.append(images.tobytes())
     return request
 
 
 def rows_inferred(stub: v2_grpc.GRPCInferenceServiceStub) -> int:
-    stats = stub.ModelStatistics(v2.ModelStatisticsRequest(name="mlp"), timeout=5)
+    stats = stub.ModelStatistics(v2.ModelStatisticsRequest(name=MODEL), timeout=5)
     return int(stats.model_stats[0].inference_count)
 
 
@@ -80,18 +86,19 @@ def test_expired_requests_are_not_computed(small_queue: ServerProcess) -> None:
             stub = v2_grpc.GRPCInferenceServiceStub(channel)
             before = rows_inferred(stub_sync)
             blocker = stub.ModelInfer(request_of(images), timeout=60)
-            while inflight(small_queue, "mlp") < 1:
+            while inflight(small_queue, MODEL) < 1:
                 await asyncio.sleep(0.005)
-            started = time.monotonic()
-            short = [stub.ModelInfer(request_of(images[:10]), timeout=0.1) for _ in range(5)]
+            short = [stub.ModelInfer(request_of(images[:10]), timeout=0.2) for _ in range(5)]
             results = await asyncio.gather(*short, return_exceptions=True)
             await blocker
-            print(f"blocker done {time.monotonic() - started:.3f}s after the short ones were sent")
             return results, rows_inferred(stub_sync) - before
 
+    expired_before = scrape(small_queue).get(DEADLINE_EXCEEDED, 0.0)
     with grpc.insecure_channel(small_queue.address) as sync_channel:
         stub_sync = v2_grpc.GRPCInferenceServiceStub(sync_channel)
         results, computed = asyncio.run(scenario())
+    # They reached the server, and it answered them DEADLINE_EXCEEDED from its queue.
+    assert scrape(small_queue).get(DEADLINE_EXCEEDED, 0.0) - expired_before == 5
     assert all(
         isinstance(r, grpc.aio.AioRpcError) and r.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         for r in results
