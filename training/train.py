@@ -148,7 +148,7 @@ def train(
             scheduler.step()
             total_loss += loss.item() * len(idx)
             if step % 20 == 0:
-                bar.set_postfix(loss=f"{float(loss):.4f}")
+                bar.set_postfix(loss=f"{loss.item():.4f}")
         val_acc = accuracy(model, x_val, y_val)
         seconds = time.monotonic() - epoch_start
         record = {
