@@ -105,10 +105,11 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--target", help="an already running server (default: start one)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--server-args", default="", help="extra flags for the started server")
     args = parser.parse_args()
 
     model_path = ROOT / "model_store" / args.model / str(args.version) / "model.onnx"
-    server = None if args.target else ServerProcess("--models", args.model)
+    server = None if args.target else ServerProcess("--models", args.model, *args.server_args.split())
     target = args.target or (server.address if server else "")
     try:
         local = in_process(model_path, args.seconds)

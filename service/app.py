@@ -64,6 +64,7 @@ class App:
             device_id=settings.device_id,
             intra_op_threads=settings.intra_op_threads,
             inter_op_threads=settings.inter_op_threads,
+            spin_wait=settings.spin_wait,
         )
         if not registry.models:
             raise RuntimeError(f"no model could be loaded from {settings.model_store}")

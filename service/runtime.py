@@ -78,12 +78,16 @@ class OnnxModel:
         device_id: int = 0,
         intra_op_threads: int = 0,
         inter_op_threads: int = 1,
+        spin_wait: bool = True,
     ) -> None:
         choice = choose_device(device, device_id)
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = inter_op_threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        spin = "1" if spin_wait else "0"
+        options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        options.add_session_config_entry("session.inter_op.allow_spinning", spin)
         # Errors reach us as exceptions; onnxruntime's own warnings would only repeat them.
         options.log_severity_level = 3
         self.session = ort.InferenceSession(str(path), options, providers=choice.providers)

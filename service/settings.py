@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     """onnxruntime threads inside one operator; 0 lets onnxruntime choose (one per core)."""
     inter_op_threads: int = Field(1, ge=1)
     """onnxruntime threads across independent operators."""
+    spin_wait: bool = True
+    """Let onnxruntime's threads spin-wait for work (faster); off leaves idle CPU to others."""
     warmup: bool = True
     """Run each model once at load, so the first request pays no initialisation."""
 
