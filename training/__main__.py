@@ -134,6 +134,7 @@ def run_one(cfg: TrainConfig, args: argparse.Namespace, data_dir: Path) -> Path:
                 "sha256": data.sha256_file(Path(cfg.init_from)),
             },
             "seconds_per_epoch": round(result.seconds_per_epoch, 1),
+            "history": result.history,
             "torch_threads": torch.get_num_threads(),
             "device": "cpu",
         },
