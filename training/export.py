@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 from importlib import metadata
@@ -13,6 +12,7 @@ import numpy as np
 import onnx
 import torch
 
+from training import data
 from training.models import MLP, ConvNet, Exported, count_parameters
 
 OPSET = 18
@@ -61,10 +61,6 @@ def tensor_specs(onnx_path: Path) -> tuple[list[dict[str, Any]], list[dict[str, 
     return [spec(v) for v in graph.input], [spec(v) for v in graph.output]
 
 
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for dist in ("torch", "onnx", "onnxscript", "onnxruntime-gpu", "onnxruntime", "numpy"):
@@ -100,6 +96,6 @@ def build_manifest(
         "outputs": outputs,
         "metrics": metrics,
         "not_digit_threshold": not_digit_threshold,
-        "onnx_sha256": sha256_file(onnx_path),
+        "onnx_sha256": data.sha256_file(onnx_path),
         "training": {**training, "libraries": library_versions()},
     }
