@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from service._proto import POOL
 from service._proto.digits.v1 import digits_pb2, digits_pb2_grpc
 from service._proto.inference import grpc_service_pb2, grpc_service_pb2_grpc
+from service.auth import AuthInterceptor
 from service.batching import BatchingConfig
 from service.digits import DigitsServicer
 from service.engine import Engine
@@ -27,6 +28,7 @@ from service.metrics import Metrics, serve_metrics
 from service.preprocess import ImageLimits
 from service.registry import load_registry
 from service.settings import Settings
+from service.tls import CertificateFiles
 from service.v2 import InferenceServicer
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,10 @@ class App:
 
     @classmethod
     async def start(cls, settings: Settings) -> App:
+        try:
+            tokens = settings.bearer_tokens()
+        except (OSError, ValueError) as exc:
+            raise RuntimeError(f"token auth: {exc}") from exc
         registry = await asyncio.to_thread(
             load_registry,
             settings.model_store,
@@ -79,8 +85,11 @@ class App:
             max_encoded_bytes=settings.max_encoded_image_bytes,
             max_pixels=settings.max_image_pixels,
         )
+        # Auth first: a refused call never reaches the ErrorInterceptor, so it is not counted.
+        interceptors: list[aio.ServerInterceptor] = [AuthInterceptor(tokens)] if tokens else []
+        interceptors.append(ErrorInterceptor(metrics, set(registry.models)))
         server = aio.server(
-            interceptors=[ErrorInterceptor(metrics, set(registry.models))],
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -94,7 +103,12 @@ class App:
         health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         reflection.enable_server_reflection((*SERVICES, reflection.SERVICE_NAME), server, pool=POOL)
-        port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+        address = f"{settings.host}:{settings.grpc_port}"
+        if settings.tls_cert is not None and settings.tls_key is not None:
+            tls = CertificateFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+            port = server.add_secure_port(address, tls.credentials())
+        else:
+            port = server.add_insecure_port(address)
         if port == 0:
             raise RuntimeError(f"could not bind gRPC to {settings.host}:{settings.grpc_port}")
         metrics_server, metrics_port = serve_metrics(metrics, settings.host, settings.metrics_port)
@@ -105,6 +119,13 @@ class App:
         await health.set("", serving)
         for name in (*SERVICES[:2], *registry.models):
             await health.set(name, serving)
+        log.info(
+            "security: TLS %s, mutual TLS %s, token auth %s (%d tokens)",
+            "on" if settings.tls_cert else "off",
+            "on" if settings.tls_client_ca else "off",
+            "on" if tokens else "off",
+            len(tokens),
+        )
         log.info(
             "serving %s on gRPC port %d, metrics on port %d",
             ", ".join(f"{m.name}/{m.version}" for m in registry.all()),

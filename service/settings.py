@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -65,6 +65,17 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(16_000_000, ge=784)
     """Largest decoded width x height accepted (decompression bombs are refused before decoding)."""
 
+    tls_cert: Path | None = None
+    """Certificate chain (PEM): TLS on the gRPC port, reloaded when it changes; needs `tls_key`."""
+    tls_key: Path | None = None
+    """Private key (PEM) of `tls_cert`."""
+    tls_client_ca: Path | None = None
+    """CA (PEM) that must have signed each client's certificate (mutual TLS); needs `tls_cert`."""
+    auth_tokens: SecretStr | None = None
+    """Comma-separated bearer tokens; any one admits a call (health and reflection need none)."""
+    auth_tokens_file: Path | None = None
+    """Bearer tokens, one a line (blank and `#` lines ignored), added to `auth_tokens`."""
+
     grace_period_s: float = Field(10.0, ge=0)
     """On SIGTERM/SIGINT: time for queued and running work to finish before the server stops."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -79,3 +90,28 @@ class Settings(BaseSettings):
                 "could never be queued"
             )
         return self
+
+    @model_validator(mode="after")
+    def _tls_files_come_together(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be given together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key (mutual TLS is TLS first)")
+        for name in ("tls_cert", "tls_key", "tls_client_ca", "auth_tokens_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: no such file: {path}")
+        return self
+
+    def bearer_tokens(self) -> list[str]:
+        """Every configured token: `auth_tokens` and the lines of `auth_tokens_file`."""
+        raw = self.auth_tokens.get_secret_value() if self.auth_tokens else ""
+        tokens = [token.strip() for token in raw.split(",")]
+        if self.auth_tokens_file is not None:
+            lines = (line.strip() for line in self.auth_tokens_file.read_text().splitlines())
+            tokens += [line for line in lines if not line.startswith("#")]
+        tokens = [token for token in tokens if token]
+        if not tokens and (raw or self.auth_tokens_file is not None):
+            # Asked for auth but got no token: refuse to start rather than serve everyone.
+            raise ValueError("auth_tokens and auth_tokens_file hold no token")
+        return tokens
