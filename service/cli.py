@@ -21,7 +21,14 @@ from pathlib import Path
 
 from PIL import Image
 
-from service.client import DEFAULT_MODEL, DEFAULT_TARGET, Classification, DigitsClient, DigitsError
+from service.client import (
+    DEFAULT_MODEL,
+    DEFAULT_TARGET,
+    Classification,
+    DigitsClient,
+    DigitsError,
+    Security,
+)
 from service.errors import ServingError
 from service.inspect_render import percent, render_layers
 from service.preprocess import ImageLimits, decode_image
@@ -188,6 +195,27 @@ def parser() -> argparse.ArgumentParser:
         help="server host:port (default: $DIGITS_TARGET or %(default)s)",
     )
     root.add_argument("--timeout", type=float, default=10.0, help="seconds per call (default 10)")
+    env = os.environ.get
+    root.add_argument(
+        "--tls-ca",
+        default=env("DIGITS_TLS_CA"),
+        help="CA of the server's certificate: use TLS ($DIGITS_TLS_CA)",
+    )
+    root.add_argument(
+        "--tls-cert",
+        default=env("DIGITS_TLS_CLIENT_CERT"),
+        help="client certificate for mutual TLS ($DIGITS_TLS_CLIENT_CERT)",
+    )
+    root.add_argument(
+        "--tls-key",
+        default=env("DIGITS_TLS_CLIENT_KEY"),
+        help="client key for mutual TLS ($DIGITS_TLS_CLIENT_KEY)",
+    )
+    root.add_argument(
+        "--token",
+        default=env("DIGITS_TOKEN"),
+        help="bearer token, when the server asks for one ($DIGITS_TOKEN)",
+    )
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, run: Command, about: str) -> argparse.ArgumentParser:
@@ -227,9 +255,10 @@ def main(argv: list[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else 2
     run: Command = args.run
     try:
-        with DigitsClient(args.target, timeout=args.timeout) as client:
+        security = Security(args.tls_ca, args.tls_cert, args.tls_key, args.token)
+        with DigitsClient(args.target, timeout=args.timeout, security=security) as client:
             return run(args, client)
-    except UsageError as error:
+    except (UsageError, OSError) as error:  # OSError: an unreadable certificate file
         print(f"digits {args.command}: error: {error}", file=sys.stderr)
         return 2
     except DigitsError as error:

@@ -171,6 +171,37 @@ def translated_errors() -> Iterator[None]:
         raise digits_error(error) from None
 
 
+@dataclass(frozen=True)
+class Security:
+    """How to reach a server that has TLS or token auth on; all optional.
+
+    `tls_ca`: the CA that signed the server's certificate (turns TLS on); `tls_cert`/`tls_key`:
+    this client's certificate for mutual TLS; `token`: sent as `authorization: Bearer <token>`.
+    """
+
+    tls_ca: str | Path | None = None
+    tls_cert: str | Path | None = None
+    tls_key: str | Path | None = None
+    token: str | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials | None:
+        if self.tls_ca is None:
+            return None
+
+        def read(path: str | Path | None) -> bytes | None:
+            return Path(path).read_bytes() if path is not None else None
+
+        return grpc.ssl_channel_credentials(
+            root_certificates=read(self.tls_ca),
+            private_key=read(self.tls_key),
+            certificate_chain=read(self.tls_cert),
+        )
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...] | None:
+        return (("authorization", f"Bearer {self.token}"),) if self.token else None
+
+
 def health_status(response: health_pb2.HealthCheckResponse) -> str:
     return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
 
@@ -178,10 +209,23 @@ def health_status(response: health_pb2.HealthCheckResponse) -> str:
 class DigitsClient:
     """Blocking client; use as a context manager or call `close()`."""
 
-    def __init__(self, target: str = DEFAULT_TARGET, *, timeout: float | None = 10.0) -> None:
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float | None = 10.0,
+        security: Security | None = None,
+    ) -> None:
         self.target = target
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(target)
+        security = security or Security()
+        self._metadata = security.metadata
+        credentials = security.credentials()
+        self._channel = (
+            grpc.secure_channel(target, credentials)
+            if credentials
+            else grpc.insecure_channel(target)
+        )
         self._stub = pb_grpc.DigitsStub(self._channel)
         self._health_check = self._channel.unary_unary(
             HEALTH_CHECK,
@@ -202,26 +246,32 @@ class DigitsClient:
         """Classify images with one model version; `layers=["*"]` returns every layer."""
         request = classify_request(images, model, version, not_digit, layers, logits)
         with translated_errors():
-            response = self._stub.Classify(request, timeout=self.timeout)
+            response = self._stub.Classify(request, timeout=self.timeout, metadata=self._metadata)
         return [classification(result) for result in response.results]
 
     def models(self) -> list[ModelSummary]:
         """Every model in the server's store, each at its newest version, sorted by name."""
         with translated_errors():
-            response = self._stub.ListModels(pb.ListModelsRequest(), timeout=self.timeout)
+            response = self._stub.ListModels(
+                pb.ListModelsRequest(), timeout=self.timeout, metadata=self._metadata
+            )
         return [model_summary(info) for info in response.models]
 
     def model(self, name: str = DEFAULT_MODEL, version: int = 0) -> ModelSummary:
         """One model version; 0 means the newest."""
         request = pb.GetModelRequest(name=name, version=version)
         with translated_errors():
-            return model_summary(self._stub.GetModel(request, timeout=self.timeout))
+            return model_summary(
+                self._stub.GetModel(request, timeout=self.timeout, metadata=self._metadata)
+            )
 
     def health(self, service: str = "") -> str:
         """Status name: "SERVING", "NOT_SERVING", or "SERVICE_UNKNOWN" for an unknown service."""
         request = health_pb2.HealthCheckRequest(service=service)
         try:
-            return health_status(self._health_check(request, timeout=self.timeout))
+            return health_status(
+                self._health_check(request, timeout=self.timeout, metadata=self._metadata)
+            )
         except grpc.RpcError as error:
             failure = digits_error(error)
             if failure.code == "NOT_FOUND":
@@ -249,10 +299,23 @@ class AsyncDigitsClient:
     Create it inside the event loop that will use it.
     """
 
-    def __init__(self, target: str = DEFAULT_TARGET, *, timeout: float | None = 10.0) -> None:
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float | None = 10.0,
+        security: Security | None = None,
+    ) -> None:
         self.target = target
         self.timeout = timeout
-        self._channel = grpc.aio.insecure_channel(target)
+        security = security or Security()
+        self._metadata = security.metadata
+        credentials = security.credentials()
+        self._channel = (
+            grpc.aio.secure_channel(target, credentials)
+            if credentials
+            else grpc.aio.insecure_channel(target)
+        )
         self._stub = pb_grpc.DigitsStub(self._channel)
         self._health_check = self._channel.unary_unary(
             HEALTH_CHECK,
@@ -273,26 +336,34 @@ class AsyncDigitsClient:
         """Classify images with one model version; `layers=["*"]` returns every layer."""
         request = classify_request(images, model, version, not_digit, layers, logits)
         with translated_errors():
-            response = await self._stub.Classify(request, timeout=self.timeout)
+            response = await self._stub.Classify(
+                request, timeout=self.timeout, metadata=self._metadata
+            )
         return [classification(result) for result in response.results]
 
     async def models(self) -> list[ModelSummary]:
         """Every model in the server's store, each at its newest version, sorted by name."""
         with translated_errors():
-            response = await self._stub.ListModels(pb.ListModelsRequest(), timeout=self.timeout)
+            response = await self._stub.ListModels(
+                pb.ListModelsRequest(), timeout=self.timeout, metadata=self._metadata
+            )
         return [model_summary(info) for info in response.models]
 
     async def model(self, name: str = DEFAULT_MODEL, version: int = 0) -> ModelSummary:
         """One model version; 0 means the newest."""
         request = pb.GetModelRequest(name=name, version=version)
         with translated_errors():
-            return model_summary(await self._stub.GetModel(request, timeout=self.timeout))
+            return model_summary(
+                await self._stub.GetModel(request, timeout=self.timeout, metadata=self._metadata)
+            )
 
     async def health(self, service: str = "") -> str:
         """Status name: "SERVING", "NOT_SERVING", or "SERVICE_UNKNOWN" for an unknown service."""
         request = health_pb2.HealthCheckRequest(service=service)
         try:
-            return health_status(await self._health_check(request, timeout=self.timeout))
+            return health_status(
+                await self._health_check(request, timeout=self.timeout, metadata=self._metadata)
+            )
         except grpc.RpcError as error:
             failure = digits_error(error)
             if failure.code == "NOT_FOUND":

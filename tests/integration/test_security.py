@@ -20,6 +20,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service._proto.digits.v1 import digits_pb2, digits_pb2_grpc
+from service.cli import main as cli_main
+from service.client import DigitsClient, DigitsError, Security
 from tests.integration.server import ServerProcess, scrape, wait_for
 
 TOKEN_IN_FILE = "file-token-7f3a9c"
@@ -304,3 +306,36 @@ def test_a_rotated_server_certificate_is_served_without_a_restart(pki: Pki) -> N
         error = refused(secure(server, pki.ca.pem))
         assert error.code() == grpc.StatusCode.UNAVAILABLE
         wait_for(lambda: "TLS certificate files changed: reloaded" in server.log)
+
+
+def test_python_client_and_cli_speak_tls_and_tokens(
+    tls_server: ServerProcess,
+    mtls_server: ServerProcess,
+    pki: Pki,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ca = pki.files / "ca.crt"
+    write(pki.files / "client.crt", pki.client.cert)
+    write(pki.files / "client.key", pki.client.key)
+    security = Security(tls_ca=ca, token=TOKEN_IN_FILE)
+    with DigitsClient(tls_server.address, security=security) as client:
+        assert [m.name for m in client.models()] == ["mlp"]
+    with DigitsClient(tls_server.address, security=Security(tls_ca=ca)) as client:
+        with pytest.raises(DigitsError) as err:
+            client.models()
+        assert err.value.code == "UNAUTHENTICATED"
+
+    common = ["--target", tls_server.address, "--tls-ca", str(ca)]
+    assert cli_main([*common, "--token", TOKEN_IN_FLAG, "models"]) == 0
+    assert "mlp" in capsys.readouterr().out
+    assert cli_main([*common, "--token", "nope", "models"]) == 1
+    assert "PERMISSION_DENIED: invalid token" in capsys.readouterr().err
+    mutual = ["--target", mtls_server.address, "--tls-ca", str(ca)]
+    client_files = [
+        "--tls-cert",
+        str(pki.files / "client.crt"),
+        "--tls-key",
+        str(pki.files / "client.key"),
+    ]
+    assert cli_main([*mutual, *client_files, "health"]) == 0
+    assert cli_main([*mutual, "--tls-cert", "/no/such.crt", "health"]) == 2
