@@ -1,0 +1,292 @@
+"""Soak, overload and shutdown under load, against a server started here on 127.0.0.1.
+
+    .venv/bin/python benchmarks/soak.py [--minutes 10] [--concurrency 32] [--json out.json]
+
+1. Soak: `--concurrency` workers send a mix for `--minutes`: valid V2 convnet requests, valid
+   digits.v1 PNGs, and invalid requests (wrong shape, unknown model, corrupt image). Reports the
+   server's resident memory after warm-up and at the end, answers by status code (anything but
+   OK for valid and INVALID_ARGUMENT / NOT_FOUND for invalid is unexpected), and p99 per window.
+2. Overload: an open loop at 3x the throughput the soak sustained, against the bounded queue:
+   how much is shed with RESOURCE_EXHAUSTED, and the p99 of what is accepted.
+3. Shutdown: SIGTERM while the workers run; every request the server accepted must be answered
+   OK (refused ones get UNAVAILABLE), and the server must exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import random
+import signal
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import grpc
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from service._proto.digits.v1 import digits_pb2, digits_pb2_grpc  # noqa: E402
+from service._proto.inference import grpc_service_pb2 as v2  # noqa: E402
+from service._proto.inference import grpc_service_pb2_grpc as v2_grpc  # noqa: E402
+from service.loadtest.server import LocalServer  # noqa: E402
+from training.data import load_split  # noqa: E402
+
+EXPECTED = {"valid": {"OK"}, "invalid": {"INVALID_ARGUMENT", "NOT_FOUND"}}
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def v2_request(model: str, images: np.ndarray) -> v2.ModelInferRequest:
+    request = v2.ModelInferRequest(model_name=model)
+    request.inputs.add(name="image", datatype="FP32", shape=list(images.shape))
+    request.raw_input_contents.append(images.tobytes())
+    return request
+
+
+def png(pixels: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(255 - pixels).resize((112, 112)).save(out, format="PNG")
+    return out.getvalue()
+
+
+class Mix:
+    """The requests of the soak, made once: (kind, rpc name, message)."""
+
+    def __init__(self) -> None:
+        test = load_split(ROOT.parent / "shared" / "datasets" / "mnist", "test").images[:64]
+        pixels = (test.astype(np.float32) / 255)[:, None]
+        bad_shape = v2.ModelInferRequest(model_name="convnet")
+        bad_shape.inputs.add(name="image", datatype="FP32", shape=[1, 1, 27, 28])
+        bad_shape.raw_input_contents.append(pixels[0, :, :27].tobytes())
+        self.items: list[tuple[str, str, object]] = [
+            *(("valid", "v2", v2_request("convnet", pixels[i : i + 1])) for i in range(40)),
+            *(("valid", "v2", v2_request("mlp", pixels[i : i + 4])) for i in range(10)),
+            *(
+                (
+                    "valid",
+                    "digits",
+                    digits_pb2.ClassifyRequest(
+                        model="convnet",
+                        include_not_digit=True,
+                        images=[digits_pb2.Image(encoded=png(test[i]))],
+                    ),
+                )
+                for i in range(10)
+            ),
+            ("invalid", "v2", bad_shape),
+            ("invalid", "v2", v2_request("lenet", pixels[:1])),
+            (
+                "invalid",
+                "digits",
+                digits_pb2.ClassifyRequest(images=[digits_pb2.Image(encoded=png(test[0])[:60])]),
+            ),
+            (
+                "invalid",
+                "digits",
+                digits_pb2.ClassifyRequest(
+                    images=[digits_pb2.Image(pixels=digits_pb2.Pixels(data=[float("nan")] * 784))]
+                ),
+            ),
+        ]
+        # About one request in six is invalid.
+        self.weights = [1.0] * 60 + [2.5] * 4
+
+
+async def call(stubs: dict[str, object], rpc: str, message: object, timeout: float) -> str:
+    method = stubs[rpc].ModelInfer if rpc == "v2" else stubs[rpc].Classify  # type: ignore[attr-defined]
+    try:
+        await method(message, timeout=timeout)
+        return "OK"
+    except grpc.aio.AioRpcError as err:
+        return err.code().name
+
+
+async def soak(target: str, pid: int, minutes: float, concurrency: int, window: float) -> dict:
+    mix = Mix()
+    codes: Counter[str] = Counter()
+    unexpected: Counter[str] = Counter()
+    windows: list[dict[str, float]] = []
+    latencies: list[float] = []
+    async with grpc.aio.insecure_channel(target) as channel:
+        stubs = {
+            "v2": v2_grpc.GRPCInferenceServiceStub(channel),
+            "digits": digits_pb2_grpc.DigitsStub(channel),
+        }
+        end = time.monotonic() + minutes * 60
+        rng = random.Random(0)
+        warm_rss: float | None = None
+
+        async def worker() -> None:
+            while time.monotonic() < end:
+                kind, rpc, message = rng.choices(mix.items, mix.weights)[0]
+                started = time.perf_counter()
+                code = await call(stubs, rpc, message, 10)
+                latencies.append(time.perf_counter() - started)
+                codes[f"{kind}:{code}"] += 1
+                if code not in EXPECTED[kind]:
+                    unexpected[f"{kind}:{code}"] += 1
+
+        tasks = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
+        started = time.monotonic()
+        while not all(t.done() for t in tasks):
+            await asyncio.sleep(window)
+            done, latencies[:] = latencies[:], []
+            if warm_rss is None:
+                warm_rss = rss_mib(pid)  # after the first window: warmed up
+            windows.append(
+                {
+                    "t_s": round(time.monotonic() - started, 1),
+                    "requests_per_s": len(done) / window,
+                    "p50_ms": float(np.percentile(done, 50) * 1e3) if done else float("nan"),
+                    "p99_ms": float(np.percentile(done, 99) * 1e3) if done else float("nan"),
+                    "rss_mib": rss_mib(pid),
+                }
+            )
+            print(
+                f"  t={windows[-1]['t_s']:>6}s {windows[-1]['requests_per_s']:7.0f}/s "
+                f"p99 {windows[-1]['p99_ms']:6.1f} ms  rss {windows[-1]['rss_mib']:.1f} MiB",
+                flush=True,
+            )
+        await asyncio.gather(*tasks)
+    end_rss = rss_mib(pid)
+    sustained = float(np.median([w["requests_per_s"] for w in windows[1:] or windows]))
+    return {
+        "minutes": minutes,
+        "concurrency": concurrency,
+        "codes": dict(codes),
+        "unexpected": dict(unexpected),
+        "rss_mib_after_warmup": warm_rss,
+        "rss_mib_end": end_rss,
+        "rss_growth": (end_rss - warm_rss) / warm_rss if warm_rss else None,
+        "sustained_requests_per_s": sustained,
+        "windows": windows,
+    }
+
+
+async def overload(target: str, rate: float, seconds: float) -> dict:
+    """Poisson arrivals at `rate`/s of valid single-image convnet requests."""
+    mix = Mix()
+    request = mix.items[0][2]
+    codes: Counter[str] = Counter()
+    accepted: list[float] = []
+    rng = random.Random(1)
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = v2_grpc.GRPCInferenceServiceStub(channel)
+
+        async def one() -> None:
+            started = time.perf_counter()
+            try:
+                await stub.ModelInfer(request, timeout=10)
+                codes["OK"] += 1
+                accepted.append(time.perf_counter() - started)
+            except grpc.aio.AioRpcError as err:
+                codes[err.code().name] += 1
+
+        tasks = []
+        end = time.monotonic() + seconds
+        next_at = time.monotonic()
+        while next_at < end:
+            next_at += rng.expovariate(rate)
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            tasks.append(asyncio.ensure_future(one()))
+        await asyncio.gather(*tasks)
+    total = sum(codes.values())
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "codes": dict(codes),
+        "shed_share": codes["RESOURCE_EXHAUSTED"] / total if total else 0.0,
+        "accepted_p50_ms": float(np.percentile(accepted, 50) * 1e3) if accepted else None,
+        "accepted_p99_ms": float(np.percentile(accepted, 99) * 1e3) if accepted else None,
+    }
+
+
+async def shutdown_under_load(server: LocalServer, concurrency: int) -> dict:
+    """Requests sent before SIGTERM must all be answered OK; later ones may be refused."""
+    mix = Mix()
+    valid = [m for m in mix.items if m[0] == "valid"]
+    before: Counter[str] = Counter()
+    after: Counter[str] = Counter()
+    signalled = False
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        stubs = {
+            "v2": v2_grpc.GRPCInferenceServiceStub(channel),
+            "digits": digits_pb2_grpc.DigitsStub(channel),
+        }
+        stop = asyncio.Event()
+
+        async def worker(i: int) -> None:
+            while not stop.is_set():
+                _, rpc, message = valid[i % len(valid)]
+                sent_before = not signalled
+                code = await call(stubs, rpc, message, 30)
+                (before if sent_before else after)[code] += 1
+
+        tasks = [asyncio.ensure_future(worker(i)) for i in range(concurrency)]
+        await asyncio.sleep(3)
+        server.process.send_signal(signal.SIGTERM)
+        signalled = True
+        await asyncio.sleep(2)
+        stop.set()
+        await asyncio.gather(*tasks)
+    exit_code = server.process.wait(60)
+    lost = {c: n for c, n in before.items() if c != "OK"}
+    return {
+        "sent_before_sigterm": dict(before),
+        "sent_after_sigterm": dict(after),
+        "lost": lost,
+        "exit_code": exit_code,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--window", type=float, default=10.0, help="seconds per p99 window")
+    parser.add_argument("--overload-seconds", type=float, default=20.0)
+    parser.add_argument("--queue", type=int, default=128, help="the server's --max-queue-size")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    server = LocalServer(
+        ROOT / "model_store",
+        ["--max-queue-size", str(args.queue), "--max-images-per-request", str(args.queue)],
+    )
+    try:
+        print(f"soak: {args.minutes} min at concurrency {args.concurrency}", flush=True)
+        soaked = asyncio.run(
+            soak(server.target, server.process.pid, args.minutes, args.concurrency, args.window)
+        )
+        rate = 3 * soaked["sustained_requests_per_s"]
+        print(f"overload: {rate:.0f} requests/s for {args.overload_seconds} s", flush=True)
+        overloaded = asyncio.run(overload(server.target, rate, args.overload_seconds))
+        print("shutdown under load", flush=True)
+        stopped = asyncio.run(shutdown_under_load(server, args.concurrency))
+    finally:
+        server.stop()
+    report = {"soak": soaked, "overload": overloaded, "shutdown": stopped}
+    summary = {k: v for k, v in soaked.items() if k != "windows"}
+    print(json.dumps({"soak": summary, "overload": overloaded, "shutdown": stopped}, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+    ok = not soaked["unexpected"] and not stopped["lost"] and stopped["exit_code"] == 0
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
