@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import tomllib
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -205,12 +206,16 @@ def test_settings_become_digits_environment() -> None:
     assert half["DIGITS_GRACE_PERIOD_S"] == "2.5"
 
 
-def test_environment_is_what_the_server_accepts(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_is_what_the_server_accepts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from service.settings import Settings
 
+    mounted = tmp_path / "mounted-secret"  # stands in for a file the pod mounts
+    mounted.write_text("a-token\n")
     for value_set in VALUE_SETS:
         for name, value in env(server_container(render(value_set))).items():
-            monkeypatch.setenv(name, value)
+            monkeypatch.setenv(name, str(mounted) if name.endswith("_FILE") else value)
         settings = Settings()
         assert settings.grpc_port == 8001
         monkeypatch.undo()
@@ -429,3 +434,25 @@ def test_readme_documents_every_value() -> None:
         if key in {"settings", "models", "gpu", "service", "autoscaling", "metrics"}:
             for sub in value:
                 assert f"`{key}.{sub}" in documented, f"{key}.{sub}"
+
+
+def test_token_auth_mounts_the_secret_for_the_server_and_the_helm_test() -> None:
+    manifests = render("auth")
+    pod = one(manifests, "Deployment")["spec"]["template"]["spec"]
+    server = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in server["env"]}
+    assert env["DIGITS_AUTH_TOKENS_FILE"] == "/etc/digits/auth/tokens"
+    assert {"name": "auth", "mountPath": "/etc/digits/auth", "readOnly": True} in server[
+        "volumeMounts"
+    ]
+    volume = next(v for v in pod["volumes"] if v["name"] == "auth")
+    assert volume["secret"]["secretName"] == "digits-tokens"
+    test_pod = next(m for m in manifests if m["kind"] == "Pod")
+    classify = next(c for c in test_pod["spec"]["containers"] if c["name"] == "classify")
+    assert {"name": "DIGITS_TOKEN_FILE", "value": "/etc/digits/auth/tokens"} in classify["env"]
+    # Health stays open: the probes are unchanged gRPC health checks.
+    assert "grpc" in server["readinessProbe"] and "grpc" in server["livenessProbe"]
+    assert "DIGITS_AUTH_TOKENS_FILE" not in {
+        e["name"]
+        for e in one(render(), "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
