@@ -109,7 +109,9 @@ def main() -> int:
     args = parser.parse_args()
 
     model_path = ROOT / "model_store" / args.model / str(args.version) / "model.onnx"
-    server = None if args.target else ServerProcess("--models", args.model, *args.server_args.split())
+    server = (
+        None if args.target else ServerProcess("--models", args.model, *args.server_args.split())
+    )
     target = args.target or (server.address if server else "")
     try:
         local = in_process(model_path, args.seconds)

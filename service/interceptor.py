@@ -34,6 +34,31 @@ MethodHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Handler = Callable[[Any, Context], Awaitable[Any]]
 
 
+class Malformed:
+    """Stands in for a request whose bytes did not parse; the handler answers INVALID_ARGUMENT.
+
+    Left to grpc, a parse failure answers UNKNOWN with the exception's text and logs a
+    traceback per request: a client sending garbage must not fill the log.
+    """
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+    parse = deserializer
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception as exc:  # DecodeError, or whatever a parser raises on hostile bytes
+            return Malformed(f"request: not a valid message ({type(exc).__name__})")
+
+    return deserialize
+
+
 def _code(exc: BaseException) -> grpc.StatusCode:
     if isinstance(exc, ServingError):
         return grpc.StatusCode[exc.code]
@@ -62,7 +87,7 @@ class ErrorInterceptor(aio.ServerInterceptor):
             return handler
         wrapped = grpc.unary_unary_rpc_method_handler(
             self._wrap(method, handler.unary_unary),  # type: ignore[arg-type]
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
         self._wrapped[method] = wrapped
@@ -72,6 +97,8 @@ class ErrorInterceptor(aio.ServerInterceptor):
         api_field = INFERENCE_METHODS.get(method)
 
         async def guarded(request: Any, context: Context) -> Any:
+            if isinstance(request, Malformed):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
             try:
                 return await inner(request, context)
             except ServingError as exc:
@@ -89,7 +116,7 @@ class ErrorInterceptor(aio.ServerInterceptor):
 
         async def counted(request: Any, context: Context) -> Any:
             model = getattr(request, model_field, "") or default_model
-            if model not in models:
+            if model not in models or isinstance(request, Malformed):
                 model = "unknown"
             started = time.monotonic()
             inflight = metrics.inflight.labels(model)
