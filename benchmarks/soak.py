@@ -260,6 +260,7 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=10.0, help="seconds per p99 window")
     parser.add_argument("--overload-seconds", type=float, default=20.0)
     parser.add_argument("--queue", type=int, default=128, help="the server's --max-queue-size")
+    parser.add_argument("--server-args", default="", help="more flags for the server")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 

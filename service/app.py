@@ -90,6 +90,7 @@ class App:
         interceptors.append(ErrorInterceptor(metrics, set(registry.models)))
         server = aio.server(
             interceptors=interceptors,
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),

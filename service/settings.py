@@ -58,6 +58,8 @@ class Settings(BaseSettings):
 
     max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     """Largest gRPC message received or sent (requests with layer tensors can be large)."""
+    max_concurrent_rpcs: int = Field(0, ge=0)
+    """Calls run at once, health checks included; more get RESOURCE_EXHAUSTED. 0: no limit."""
     max_images_per_request: int = Field(1024, ge=1)
     """Most images (rows) one request may carry."""
     max_encoded_image_bytes: int = Field(8 * 1024 * 1024, ge=1)

@@ -14,7 +14,7 @@ from service._proto.digits.v1 import digits_pb2, digits_pb2_grpc
 from service._proto.inference import grpc_service_pb2 as v2
 from service._proto.inference import grpc_service_pb2_grpc as v2_grpc
 from tests.integration import reference
-from tests.integration.server import ServerProcess
+from tests.integration.server import ServerProcess, inflight, wait_for
 
 MAX_MESSAGE = 64 * 1024
 MAX_IMAGES = 4
@@ -121,3 +121,34 @@ def test_message_size(channel: grpc.Channel) -> None:
     padding = digits_pb2.Image(encoded=b"\0" * MAX_MESSAGE)
     assert classify(channel, [padding]) == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert classify(channel, list(fits.images)) == grpc.StatusCode.OK
+
+
+def test_concurrent_rpcs() -> None:
+    """With --max-concurrent-rpcs 1, a second call while one runs is refused at once."""
+    server = ServerProcess(
+        "--models", '["convnet"]', "--max-concurrent-rpcs", "1", "--max-batch-size", "1"
+    )
+    try:
+        slow = v2.ModelInferRequest(model_name="convnet")
+        images = reference.test_images(512)
+        slow.inputs.add(name="image", datatype="FP32", shape=list(images.shape))
+        slow.raw_input_contents.append(images.tobytes())
+        quick = v2.ModelInferRequest(model_name="convnet")
+        quick.inputs.add(name="image", datatype="FP32", shape=[1, 1, 28, 28])
+        quick.raw_input_contents.append(images[:1].tobytes())
+        with grpc.insecure_channel(server.address) as channel:
+            stub = v2_grpc.GRPCInferenceServiceStub(channel)
+            running = stub.ModelInfer.future(slow, timeout=60)
+            wait_for(lambda: inflight(server, "convnet") >= 1 or running.done())
+            codes = []
+            while not running.done() and len(codes) < 200:
+                try:
+                    stub.ModelInfer(quick, timeout=10)
+                    codes.append(grpc.StatusCode.OK)
+                except grpc.RpcError as err:
+                    codes.append(err.code())
+            assert running.result().outputs  # the running call was not disturbed
+            assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
+            stub.ModelInfer(quick, timeout=10)  # and once it is done, calls are served again
+    finally:
+        server.stop()
