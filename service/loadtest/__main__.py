@@ -42,6 +42,21 @@ WARMUP_REQUESTS = 5
 EXIT_OK, EXIT_FAILED, EXIT_NO_SERVER, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
+# Where `make serve` listens.
+LOCAL_TARGET = "127.0.0.1:8001"
+
+
+def serving_at(target: str, timeout: float = 1.0) -> bool:
+    """Whether a server answers SERVING to a health check at `target`."""
+    from service.client import DigitsClient, DigitsError
+
+    try:
+        with DigitsClient(target, timeout=timeout) as client:
+            return client.health() == "SERVING"
+    except DigitsError:
+        return False
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m service.loadtest",
@@ -49,7 +64,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = parser.add_argument
-    add("--target", metavar="HOST:PORT", help="drive this server (default: start one)")
+    add(
+        "--target",
+        metavar="HOST:PORT",
+        help=f"drive this server (default: {LOCAL_TARGET} if it answers, else start one)",
+    )
+    add("--start-server", action="store_true", help="start a server even if one answers")
     add("--metrics-url", help="its /metrics (default: http://HOST:8002/metrics for --target)")
     add("--model-store", type=Path, default=Path("model_store"), help="for the started server")
     add("--server-args", default="", help='more flags for it, e.g. "--max-queue-delay-us 500"')
@@ -193,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now().astimezone()
     server: LocalServer | None = None
     try:
+        if not args.target and not args.start_server and serving_at(LOCAL_TARGET):
+            args.target = LOCAL_TARGET
+            print(f"driving the server that answers at {LOCAL_TARGET}", file=sys.stderr)
         if args.target:
             target = args.target
             metrics_url = args.metrics_url or default_metrics_url(target)

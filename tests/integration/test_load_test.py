@@ -18,7 +18,7 @@ from PIL import Image
 from tests.integration.server import ROOT, ServerProcess, scrape, wait_for
 
 MAKE = ["make", "--no-print-directory", "--assume-old=.venv/.installed"]
-QUICK = ["--quick", "--models", "mlp", "--concurrency", "1", "4", "--rate", "50"]
+QUICK = ["--quick", "--start-server", "--models", "mlp", "--concurrency", "1", "4", "--rate", "50"]
 PHASE_KEYS = {
     "model",
     "api",
