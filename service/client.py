@@ -197,6 +197,13 @@ class Security:
             certificate_chain=read(self.tls_cert),
         )
 
+    def channel(self, module: Any, target: str) -> Any:
+        """A channel from `module` (grpc or grpc.aio): secure when a CA is given."""
+        credentials = self.credentials()
+        if credentials is None:
+            return module.insecure_channel(target)
+        return module.secure_channel(target, credentials)
+
     @property
     def metadata(self) -> tuple[tuple[str, str], ...] | None:
         return (("authorization", f"Bearer {self.token}"),) if self.token else None
@@ -220,12 +227,7 @@ class DigitsClient:
         self.timeout = timeout
         security = security or Security()
         self._metadata = security.metadata
-        credentials = security.credentials()
-        self._channel = (
-            grpc.secure_channel(target, credentials)
-            if credentials
-            else grpc.insecure_channel(target)
-        )
+        self._channel: grpc.Channel = security.channel(grpc, target)
         self._stub = pb_grpc.DigitsStub(self._channel)
         self._health_check = self._channel.unary_unary(
             HEALTH_CHECK,
@@ -310,12 +312,7 @@ class AsyncDigitsClient:
         self.timeout = timeout
         security = security or Security()
         self._metadata = security.metadata
-        credentials = security.credentials()
-        self._channel = (
-            grpc.aio.secure_channel(target, credentials)
-            if credentials
-            else grpc.aio.insecure_channel(target)
-        )
+        self._channel: grpc.aio.Channel = security.channel(grpc.aio, target)
         self._stub = pb_grpc.DigitsStub(self._channel)
         self._health_check = self._channel.unary_unary(
             HEALTH_CHECK,

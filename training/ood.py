@@ -75,7 +75,6 @@ def headline(result: dict[str, Any]) -> dict[str, Any]:
     held_out = [n for n in outliers.HELD_OUT_KINDS if n in sets]
     return {
         "mnist_test_flagged_rate": result["mnist_test_flagged_rate"],
-        "ece_15_bins": result["ece_15_bins"],
         **{f"{name}_auroc": sets[name]["trained"]["auroc"] for name in HEADLINE if name in sets},
         **{
             f"{name}_auroc_max_softmax": sets[name]["max_softmax"]["auroc"]
