@@ -158,6 +158,15 @@ class DynamicBatcher:
         if self._own_executor:
             self._executor.shutdown(wait=False)  # a batch still on the thread may finish alone
 
+    def check_room(self, n: int) -> None:
+        """Raise what `submit` would for `n` more rows, without queueing: lets callers refuse
+        a request before paying for its decoding."""
+        if not self._accepting:
+            raise Unavailable(self._closed)
+        if self._queued_rows + n > self.config.max_queue_size:
+            self._stats.requests_rejected += 1
+            raise QueueFull(f"queue of model {self.name} is full")
+
     async def submit(
         self, rows: FloatArray, outputs: frozenset[str], deadline: float | None = None
     ) -> Outputs:

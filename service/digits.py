@@ -86,6 +86,7 @@ class DigitsServicer(pb_grpc.DigitsServicer):
         images = list(request.images)
         engine.check_rows(len(images), "images")
         layers = layer_names(model, list(request.layers))
+        engine.check_room(model, len(images))
         encoded_bytes = sum(len(image.encoded) for image in images)
         if encoded_bytes > INLINE_DECODE_BYTES:
             rows = await asyncio.to_thread(decode_images, images, self.limits)

@@ -105,6 +105,10 @@ class Engine:
                 f"{field}: {count} images exceed the limit of {self.max_images} per request"
             )
 
+    def check_room(self, model: ModelVersion, count: int) -> None:
+        """Refuse now (QueueFull, Unavailable) what the queue cannot take, before decoding."""
+        self.batcher(model).check_room(count)
+
     async def infer(
         self,
         model: ModelVersion,

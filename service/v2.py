@@ -40,8 +40,9 @@ def deadline_of(context: Context) -> float | None:
     return None if remaining is None else time.monotonic() + remaining
 
 
-def decode_input(request: pb.ModelInferRequest, max_images: int) -> FloatArray:
-    """The one `image` input → sanitised float32 [n,1,28,28]."""
+def checked_input(request: pb.ModelInferRequest, max_images: int) -> tuple[int, Any]:
+    """Validate the one `image` input without touching its pixels → (images, raw bytes or
+    fp32 values). Cheap, so a request the queue cannot take is refused before any decoding."""
     if len(request.inputs) != 1:
         raise InvalidInput(f"inputs: expected exactly one input 'image', got {len(request.inputs)}")
     tensor = request.inputs[0]
@@ -64,18 +65,25 @@ def decode_input(request: pb.ModelInferRequest, max_images: int) -> FloatArray:
                 f"raw_input_contents[0]: shape {shape} needs {n * PIXELS * 4} bytes of FP32, "
                 f"got {len(raw)}"
             )
-        flat = np.frombuffer(raw, dtype="<f4")
+        return n, raw
+    values = tensor.contents.fp32_contents
+    if len(values) != n * PIXELS:
+        raise InvalidInput(
+            f"inputs[0].contents.fp32_contents: shape {shape} needs {n * PIXELS} values, "
+            f"got {len(values)}"
+        )
+    return n, values
+
+
+def sanitised(n: int, data: Any) -> FloatArray:
+    """Raw little-endian FP32 bytes or a sequence of floats → float32 [n,1,28,28] in [0,1]."""
+    if isinstance(data, bytes):
+        flat = np.frombuffer(data, dtype="<f4")
     else:
-        values = tensor.contents.fp32_contents
-        if len(values) != n * PIXELS:
-            raise InvalidInput(
-                f"inputs[0].contents.fp32_contents: shape {shape} needs {n * PIXELS} values, "
-                f"got {len(values)}"
-            )
-        flat = np.asarray(values, dtype=np.float32)
-    # clip maps ±inf to the bounds and keeps NaN; nan_to_num then zeroes the NaN, in place.
-    pixels: FloatArray = np.clip(flat.reshape(n, 1, 28, 28), 0.0, 1.0, dtype=np.float32)
-    np.nan_to_num(pixels, copy=False, nan=0.0)
+        flat = np.asarray(data, dtype=np.float32)
+    # fmax and fmin return the number when one operand is NaN: NaN → 0, -inf → 0, +inf → 1.
+    pixels: FloatArray = np.fmax(flat.reshape(n, 1, 28, 28), np.float32(0.0))
+    np.fmin(pixels, np.float32(1.0), out=pixels)
     return pixels
 
 
@@ -179,9 +187,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelInferResponse:
         engine = self.engine
         model = engine.model(request.model_name, request.model_version)
-        rows = decode_input(request, engine.max_images)
+        count, data = checked_input(request, engine.max_images)
         names = [o.name for o in request.outputs] or list(DEFAULT_OUTPUTS)
         engine.check_outputs(model, names, "outputs")
+        engine.check_room(model, count)
+        rows = sanitised(count, data)
         result = await engine.infer(model, rows, frozenset(names), deadline_of(context))
         response = pb.ModelInferResponse(
             model_name=model.name, model_version=str(model.version), id=request.id

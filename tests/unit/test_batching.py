@@ -194,6 +194,9 @@ def test_full_queue_raises_queue_full_and_spares_the_queued_requests() -> None:
         await until(lambda: batcher.queued_rows == 8)
         with pytest.raises(QueueFull):
             await batcher.submit(image_rows(99, 1), frozenset({"ident"}))
+        with pytest.raises(QueueFull):
+            batcher.check_room(1)  # what callers ask before decoding a request
+        batcher.check_room(0)
         assert batcher.queued_rows == 8
         assert model.gate is not None
         model.gate.set()
@@ -203,7 +206,7 @@ def test_full_queue_raises_queue_full_and_spares_the_queued_requests() -> None:
 
     batcher, model = run(body, FakeModel(threading.Event()), max_queue_size=8)
     assert 99 not in model.seen
-    assert batcher.stats.requests_rejected == 1
+    assert batcher.stats.requests_rejected == 2
 
 
 def test_expired_deadline_answers_deadline_exceeded_and_never_reaches_the_model() -> None:
