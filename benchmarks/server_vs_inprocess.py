@@ -58,7 +58,9 @@ def in_process(model_path: Path, seconds: float) -> dict[str, float]:
     }
 
 
-async def drive(target: str, model: str, concurrency: int, seconds: float) -> dict[str, float]:
+async def drive(
+    target: str, model: str, concurrency: int, seconds: float, connections: int
+) -> dict[str, float]:
     image = np.random.default_rng(1).random((1, 1, 28, 28), dtype=np.float32)
     request = v2.ModelInferRequest(model_name=model)
     request.inputs.add(name="image", datatype="FP32", shape=[1, 1, 28, 28])
@@ -67,13 +69,20 @@ async def drive(target: str, model: str, concurrency: int, seconds: float) -> di
         request.outputs.add(name=name)
     latencies: list[float] = []
     errors = 0
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = v2_grpc.GRPCInferenceServiceStub(channel)
-        for _ in range(20):
-            await stub.ModelInfer(request)
+    # Each channel its own TCP connection (grpc shares one per target unless told not to), so
+    # a server with --workers sees them spread; the load coroutines take turns on them.
+    channels = [
+        grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(connections)
+    ]
+    try:
+        stubs = [v2_grpc.GRPCInferenceServiceStub(channel) for channel in channels]
+        for stub in stubs:
+            for _ in range(20):
+                await stub.ModelInfer(request)
         end = time.monotonic() + seconds
 
-        async def worker() -> None:
+        async def worker(stub: v2_grpc.GRPCInferenceServiceStub) -> None:
             nonlocal errors
             while time.monotonic() < end:
                 start = time.perf_counter()
@@ -85,8 +94,11 @@ async def drive(target: str, model: str, concurrency: int, seconds: float) -> di
                 latencies.append(time.perf_counter() - start)
 
         started = time.monotonic()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(stubs[i % connections]) for i in range(concurrency)))
         elapsed = time.monotonic() - started
+    finally:
+        for channel in channels:
+            await channel.close()
     return {
         "concurrency": concurrency,
         "requests_per_s": len(latencies) / elapsed,
@@ -103,6 +115,9 @@ def main() -> int:
     parser.add_argument("--version", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument(
+        "--connections", type=int, default=1, help="client TCP connections (for --workers)"
+    )
     parser.add_argument("--target", help="an already running server (default: start one)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--server-args", default="", help="extra flags for the started server")
@@ -115,11 +130,15 @@ def main() -> int:
     target = args.target or (server.address if server else "")
     try:
         local = in_process(model_path, args.seconds)
-        runs = [asyncio.run(drive(target, args.model, c, args.seconds)) for c in args.concurrency]
+        runs = [
+            asyncio.run(drive(target, args.model, c, args.seconds, args.connections))
+            for c in args.concurrency
+        ]
     finally:
         if server:
             server.stop()
 
+    print(f"server flags: {args.server_args or '(defaults)'}; {args.connections} connection(s)")
     print(
         f"model {args.model} v{args.version}; in-process onnxruntime: single image p50 "
         f"{local['single_p50_ms']:.3f} ms ({local['single_per_s']:.0f}/s), "

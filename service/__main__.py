@@ -10,12 +10,14 @@ import sys
 from pydantic import ValidationError
 
 from service.app import App
+from service.registry import ManifestError
 from service.settings import Settings
+from service.workers import WorkerRole, supervise
 
 log = logging.getLogger("service")
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, role: WorkerRole | None = None) -> None:
     """Serve until SIGTERM/SIGINT, then drain. Signals are caught from the start, so a signal
     that arrives while the models load stops the server at once instead of being ignored."""
     loop = asyncio.get_running_loop()
@@ -27,7 +29,7 @@ async def serve(settings: Settings) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
-    starting = asyncio.ensure_future(App.start(settings))
+    starting = asyncio.ensure_future(App.start(settings, role))
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if not starting.done():
@@ -48,14 +50,18 @@ def main() -> int:
             where = ".".join(str(part) for part in error["loc"]) or "settings"
             print(f"python -m service: {where}: {error['msg']}", file=sys.stderr)
         return 2
+    role = WorkerRole.from_environment()
+    worker = f" worker-{role.index}" if role else ""
     logging.basicConfig(
         level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s{worker} %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if settings.workers > 1 and role is None:
+        return asyncio.run(supervise(settings, sys.argv[1:]))
     try:
-        asyncio.run(serve(settings))
-    except RuntimeError as exc:
+        asyncio.run(serve(settings, role))
+    except (RuntimeError, ManifestError) as exc:
         log.error("%s", exc)
         return 1
     return 0

@@ -30,6 +30,7 @@ from service.registry import load_registry
 from service.settings import Settings
 from service.tls import CertificateFiles
 from service.v2 import InferenceServicer
+from service.workers import WorkerRole
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,9 @@ class App:
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
-    async def start(cls, settings: Settings) -> App:
+    async def start(cls, settings: Settings, role: WorkerRole | None = None) -> App:
+        """Serve on the settings' ports; a worker (`role`) shares the gRPC port with its
+        siblings, leaves `/metrics` to its parent and tells the parent when it serves."""
         try:
             tokens = settings.bearer_tokens()
         except (OSError, ValueError) as exc:
@@ -94,7 +97,8 @@ class App:
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
-                ("grpc.so_reuseport", 0),
+                # Off unless asked for: a second server on a taken port must fail, not share it.
+                ("grpc.so_reuseport", 1 if role else 0),
             ],
         )
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
@@ -112,7 +116,9 @@ class App:
             port = server.add_insecure_port(address)
         if port == 0:
             raise RuntimeError(f"could not bind gRPC to {settings.host}:{settings.grpc_port}")
-        metrics_server, metrics_port = serve_metrics(metrics, settings.host, settings.metrics_port)
+        metrics_server, metrics_port = (
+            (None, 0) if role else serve_metrics(metrics, settings.host, settings.metrics_port)
+        )
 
         engine.start()
         await server.start()
@@ -127,12 +133,12 @@ class App:
             "on" if tokens else "off",
             len(tokens),
         )
-        log.info(
-            "serving %s on gRPC port %d, metrics on port %d",
-            ", ".join(f"{m.name}/{m.version}" for m in registry.all()),
-            port,
-            metrics_port,
-        )
+        served = ", ".join(f"{m.name}/{m.version}" for m in registry.all())
+        if role:
+            log.info("serving %s on the shared gRPC port %d", served, port)
+            role.report_ready(port)
+        else:
+            log.info("serving %s on gRPC port %d, metrics on port %d", served, port, metrics_port)
         return cls(settings, engine, server, health, metrics, port, metrics_port, metrics_server)
 
     async def stop(self, grace: float | None = None) -> None:

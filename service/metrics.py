@@ -81,6 +81,7 @@ class Metrics:
             "Requests received and not yet answered.",
             ["model"],
             registry=r,
+            multiprocess_mode="livesum",  # with --workers: the sum over live workers
         )
         self.predictions = Counter(
             "digits_predictions",
@@ -93,6 +94,7 @@ class Metrics:
             "Versions this server runs with (value is always 1).",
             ["version", "onnxruntime", "grpcio", "python"],
             registry=r,
+            multiprocess_mode="max",
         )
         self.build_info.labels(
             _version("digits-serving"),
