@@ -37,17 +37,14 @@ class Settings(BaseSettings):
     """Prometheus `/metrics` port; 0 picks a free port and logs it."""
 
     workers: int = Field(1, ge=1, le=64)
-    """Server processes sharing the gRPC port (SO_REUSEPORT), each with its own models and
-    batchers; the kernel spreads client connections (not calls) across them; `/metrics` sums
-    them. Unless set, each gets cores/workers onnxruntime threads and no spin-waiting."""
+    """Processes sharing the gRPC port; client connections, not calls, spread over them."""
 
     device: Literal["auto", "cuda", "cpu"] = "auto"
     """`auto` uses the CUDA provider when a GPU is usable, else the CPU provider."""
     device_id: int = Field(0, ge=0)
     """CUDA device ordinal."""
     intra_op_threads: int = Field(0, ge=0)
-    """onnxruntime threads inside one operator; 0 lets onnxruntime choose (one per core; with
-    `workers`, cores/workers)."""
+    """onnxruntime threads inside one operator; 0: one per core (cores/workers with workers)."""
     inter_op_threads: int = Field(1, ge=1)
     """onnxruntime threads across independent operators."""
     spin_wait: bool = True

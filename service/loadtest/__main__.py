@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import shlex
 import signal
 import sys
@@ -79,6 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--rate", type=float, help="open-loop requests/s, Poisson; 0: none (default: 200)")
     add("--duration", type=float, help=f"seconds per phase (default: {DEFAULT_DURATION_S:g})")
     add("--batch-size", type=int, default=1, help="images per request, both APIs (default: 1)")
+    add("--connections", type=int, default=1, help="TCP connections (a server with --workers)")
     add("--timeout", type=float, default=5.0, help="per-request deadline, s (default: 5)")
     add("--max-outstanding", type=int, default=256, help="open-loop cap on requests in flight")
     add("--out", type=Path, default=Path("reports"), help="where the JSON and PNG go")
@@ -148,7 +150,13 @@ async def drive(
     results: list[PhaseResult] = []
     failures: list[str] = []
     try:
-        async with open_channel(target) as channel:
+        async with contextlib.AsyncExitStack() as channels:
+            own = args.connections > 1
+            opened = [
+                await channels.enter_async_context(open_channel(target, own))
+                for _ in range(args.connections)
+            ]
+            channel = opened[0]
             try:
                 await asyncio.wait_for(channel.channel_ready(), 10)
             except TimeoutError:
@@ -162,7 +170,7 @@ async def drive(
             )
             progress = Progress(len(phases))
             runner = Runner(
-                channel, stop, progress, args.duration, args.timeout, args.max_outstanding
+                opened, stop, progress, args.duration, args.timeout, args.max_outstanding
             )
             for (model, api), group in groupby(phases, key=lambda p: (p.model, p.api)):
                 group_phases = list(group)
@@ -170,7 +178,8 @@ async def drive(
                 if stop.is_set():
                     break
                 try:
-                    await warm_up(channel, group_phases[0], requests, args.timeout)
+                    for each in opened:
+                        await warm_up(each, group_phases[0], requests, args.timeout)
                 except grpc.aio.AioRpcError as exc:
                     failures.append(f"{model} {api} warm-up: {exc.code().name}: {exc.details()}")
                     progress.index += len(group_phases)
@@ -202,6 +211,7 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
         "batch_size": args.batch_size,
         "timeout_s": args.timeout,
         "max_outstanding": args.max_outstanding,
+        "connections": args.connections,
         "quick": args.quick,
     }
 

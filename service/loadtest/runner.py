@@ -14,10 +14,11 @@ still in flight is cancelled and counted as `cancelled`, not as an error.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TextIO
 
@@ -82,11 +83,15 @@ class PhaseResult:
         return {code: n for code, n in self.codes.items() if code not in expected}
 
 
-def open_channel(target: str) -> grpc.aio.Channel:
+def open_channel(target: str, own_connection: bool = False) -> grpc.aio.Channel:
     options = [
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ]
+    if own_connection:
+        # grpc shares one TCP connection among channels to a target unless told not to; a
+        # server with --workers spreads connections, not calls, over its processes.
+        options.append(("grpc.use_local_subchannel_pool", 1))
     return grpc.aio.insecure_channel(target, options=options)
 
 
@@ -132,11 +137,12 @@ class Progress:
 
 
 class Runner:
-    """Runs phases on one channel; `stop` (set on Ctrl-C) ends the current phase early."""
+    """Runs phases over its channels (calls take turns on them); `stop` (set on Ctrl-C) ends
+    the current phase early."""
 
     def __init__(
         self,
-        channel: grpc.aio.Channel,
+        channels: Sequence[grpc.aio.Channel],
         stop: asyncio.Event,
         progress: Progress,
         duration_s: float,
@@ -144,7 +150,7 @@ class Runner:
         max_outstanding: int,
         seed: int = 0,
     ) -> None:
-        self.channel = channel
+        self.channels = channels
         self.stop = stop
         self.progress = progress
         self.duration_s = duration_s
@@ -154,17 +160,17 @@ class Runner:
 
     async def run(self, phase: Phase, requests: Iterator[Any], batch_size: int) -> PhaseResult:
         result = PhaseResult(phase, batch_size)
-        call = rpc(self.channel, phase.api)
+        calls = [rpc(channel, phase.api) for channel in self.channels]
         started = time.monotonic()
         end = started + self.duration_s
         ticker = asyncio.create_task(self._tick(result, started))
         try:
             if phase.mode == "closed":
                 assert phase.concurrency is not None
-                await self._closed(call, requests, phase.concurrency, end, result)
+                await self._closed(calls, requests, phase.concurrency, end, result)
             else:
                 assert phase.rate is not None
-                await self._open(call, requests, phase.rate, end, result)
+                await self._open(calls, requests, phase.rate, end, result)
         finally:
             ticker.cancel()
             result.duration_s = time.monotonic() - started
@@ -189,18 +195,30 @@ class Runner:
             result.codes["OK"] += 1
 
     async def _closed(
-        self, call: Call, requests: Iterator[Any], concurrency: int, end: float, result: PhaseResult
+        self,
+        calls: list[Call],
+        requests: Iterator[Any],
+        concurrency: int,
+        end: float,
+        result: PhaseResult,
     ) -> None:
-        async def worker() -> None:
+        async def worker(call: Call) -> None:
             while time.monotonic() < end and not self.stop.is_set():
                 await self._one(call, next(requests), time.monotonic(), result)
 
-        await self._settle({asyncio.create_task(worker()) for _ in range(concurrency)}, end)
+        workers = {asyncio.create_task(worker(calls[i % len(calls)])) for i in range(concurrency)}
+        await self._settle(workers, end)
 
     async def _open(
-        self, call: Call, requests: Iterator[Any], rate: float, end: float, result: PhaseResult
+        self,
+        calls: list[Call],
+        requests: Iterator[Any],
+        rate: float,
+        end: float,
+        result: PhaseResult,
     ) -> None:
         inflight: set[asyncio.Task[None]] = set()
+        turns = itertools.cycle(calls)
         arrival = time.monotonic()
         while not self.stop.is_set():
             arrival += float(self.rng.exponential(1.0 / rate))
@@ -211,7 +229,7 @@ class Runner:
             if len(inflight) >= self.max_outstanding:
                 result.client_overload += 1
                 continue
-            task = asyncio.create_task(self._one(call, next(requests), arrival, result))
+            task = asyncio.create_task(self._one(next(turns), next(requests), arrival, result))
             inflight.add(task)
             task.add_done_callback(inflight.discard)
         await self._settle(set(inflight), end)
