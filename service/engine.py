@@ -122,9 +122,15 @@ class Engine:
         return result
 
     def _count(self, model: ModelVersion, result: Outputs) -> None:
-        labels = result["probabilities"].argmax(axis=1)
-        labels[result["not_digit"] > model.not_digit_threshold] = 10
         counters = self._predictions[model.name]
-        for label, count in enumerate(np.bincount(labels, minlength=11)):
-            if count:
-                counters[label].inc(int(count))
+        probabilities, not_digit = result["probabilities"], result["not_digit"]
+        threshold = model.not_digit_threshold
+        if len(probabilities) == 1:  # the common case, without numpy's per-call overhead
+            label = 10 if not_digit[0] > threshold else int(probabilities[0].argmax())
+            counters[label].inc()
+            return
+        labels = probabilities.argmax(axis=1)
+        labels[not_digit > threshold] = 10
+        counts = np.bincount(labels, minlength=11)
+        for index in np.flatnonzero(counts):
+            counters[index].inc(int(counts[index]))

@@ -113,13 +113,17 @@ class ErrorInterceptor(aio.ServerInterceptor):
             return guarded
         api, model_field, default_model = api_field
         metrics, models = self.metrics, self.models
+        # Label children looked up once: `labels()` costs more than the update itself.
+        inflights = {m: metrics.inflight.labels(m) for m in [*models, "unknown"]}
+        durations = {m: metrics.request_duration.labels(m, api) for m in [*models, "unknown"]}
+        requests: dict[tuple[str, str], Any] = {}
 
         async def counted(request: Any, context: Context) -> Any:
             model = getattr(request, model_field, "") or default_model
             if model not in models or isinstance(request, Malformed):
                 model = "unknown"
             started = time.monotonic()
-            inflight = metrics.inflight.labels(model)
+            inflight = inflights[model]
             inflight.inc()
             code = "OK"
             try:
@@ -135,7 +139,10 @@ class ErrorInterceptor(aio.ServerInterceptor):
                 raise
             finally:
                 inflight.dec()
-                metrics.requests.labels(model, api, code).inc()
-                metrics.request_duration.labels(model, api).observe(time.monotonic() - started)
+                counter = requests.get((model, code))
+                if counter is None:
+                    counter = requests[(model, code)] = metrics.requests.labels(model, api, code)
+                counter.inc()
+                durations[model].observe(time.monotonic() - started)
 
         return counted

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import random
+from collections import Counter
 
 import grpc
 import numpy as np
@@ -210,6 +211,10 @@ def test_metrics_count_what_was_sent(server: ServerProcess, channel: grpc.Channe
     request.raw_input_contents.append(images.tobytes())
     for _ in range(5):
         stub.ModelInfer(request, timeout=10)
+    single = v2.ModelInferRequest(model_name="mlp")  # one image: counted on its own path
+    single.inputs.add(name="image", datatype="FP32", shape=[1, 1, 28, 28])
+    single.raw_input_contents.append(images[:1].tobytes())
+    stub.ModelInfer(single, timeout=10)
     bad = v2.ModelInferRequest(model_name="mlp")
     bad.inputs.add(name="image", datatype="FP32", shape=[1, 1, 28, 28])
     for _ in range(2):
@@ -220,15 +225,21 @@ def test_metrics_count_what_was_sent(server: ServerProcess, channel: grpc.Channe
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
-    assert delta("digits_requests_total", model="mlp", api="v2", code="OK") == 5
+    assert delta("digits_requests_total", model="mlp", api="v2", code="OK") == 6
     assert delta("digits_requests_total", model="mlp", api="v2", code="INVALID_ARGUMENT") == 2
-    assert delta("digits_request_duration_seconds_count", model="mlp", api="v2") == 7
-    assert delta("digits_batch_size_sum", model="mlp") == 15
-    predictions = sum(
-        delta("digits_predictions_total", model="mlp", label=label)
-        for label in [*map(str, range(10)), "not_digit"]
-    )
-    assert predictions == 15
+    assert delta("digits_request_duration_seconds_count", model="mlp", api="v2") == 8
+    assert delta("digits_batch_size_sum", model="mlp") == 16
+    # Each image counted under its own label: the digit, or not_digit past the threshold.
+    direct = reference.run("mlp", images, ["probabilities", "not_digit"])
+    threshold = float(reference.manifest("mlp")["not_digit_threshold"])  # type: ignore[arg-type]
+    labels = [
+        "not_digit" if score > threshold else str(int(row.argmax()))
+        for row, score in zip(direct["probabilities"], direct["not_digit"], strict=True)
+    ]
+    expected = Counter({label: 5 * labels.count(label) for label in labels})
+    expected[labels[0]] += 1
+    for label in [*map(str, range(10)), "not_digit"]:
+        assert delta("digits_predictions_total", model="mlp", label=label) == expected[label]
     assert value(after, "digits_inflight_requests", model="mlp") == 0
     assert any(name == "digits_build_info" for name, _ in after)
 
