@@ -3,8 +3,10 @@
     .venv/bin/python benchmarks/server_vs_inprocess.py [--model convnet] [--seconds 5]
 
 Starts a server on free ports (or uses --target), then measures in the same run:
-  - in-process onnxruntime: single-image latency, and batch-32 throughput (the ceiling);
-  - the server through the KServe V2 API: single-image requests at each concurrency.
+  - in-process onnxruntime: single-image latency, and batch-32 throughput (the ceiling, measured
+    before and after the server's runs; the ratio uses their mean);
+  - the server through the KServe V2 API: single-image requests at each concurrency, from
+    Python grpc.aio (--connections TCP connections) or Triton's perf_analyzer (--client).
 The load generator shares the machine with the server, as a client on the same host would.
 """
 
@@ -13,6 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from service._proto.inference import grpc_service_pb2 as v2  # noqa: E402
 from service._proto.inference import grpc_service_pb2_grpc as v2_grpc  # noqa: E402
+from service.loadtest import perf  # noqa: E402
 from tests.integration.server import ServerProcess  # noqa: E402
 
 
@@ -107,6 +112,39 @@ async def drive(
     }
 
 
+PERF_FIGURE = re.compile(r"(Throughput|p50 latency|p90 latency|p99 latency): ([\d.]+)")
+
+
+def drive_perf_analyzer(
+    target: str, model: str, concurrency: int, seconds: float
+) -> dict[str, float]:
+    """Triton's perf_analyzer (C++) as the load generator: less client CPU on a shared machine.
+    It sends random FP32 tensors and asks for every output in the model's metadata."""
+    binary = perf.find_binary()
+    if binary is None:
+        raise SystemExit("perf_analyzer not found (pip install 'tritonclient[grpc]')")
+    window_ms = max(500, round(seconds * 1000 / 3))
+    command = [
+        binary, "-m", model, "-u", target, "-i", "grpc",
+        "--concurrency-range", f"{concurrency}:{concurrency}",
+        "--measurement-interval", str(window_ms), "--max-trials", "3",
+        "--stability-percentage", "1000",
+    ]  # fmt: skip
+    # tritonclient shares one connection among up to 6 contexts; one each spreads the load
+    # over a server's --workers (the kernel balances connections, not calls).
+    env = {**perf.perf_analyzer_env(), "TRITON_CLIENT_GRPC_CHANNEL_MAX_SHARE_COUNT": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    figures = dict(PERF_FIGURE.findall(done.stdout))
+    if done.returncode != 0 or "Throughput" not in figures:
+        raise SystemExit(f"perf_analyzer failed:\n{done.stdout}{done.stderr}")
+    return {
+        "concurrency": concurrency,
+        "requests_per_s": float(figures["Throughput"]),
+        "errors": 0,  # perf_analyzer stops at the first error
+        **{f"p{p}_ms": float(figures[f"p{p} latency"]) / 1e3 for p in (50, 90, 99)},
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -117,6 +155,12 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument(
         "--connections", type=int, default=1, help="client TCP connections (for --workers)"
+    )
+    parser.add_argument(
+        "--client",
+        choices=["python", "perf_analyzer"],
+        default="python",
+        help="load generator: grpc.aio in this process, or Triton's perf_analyzer",
     )
     parser.add_argument("--target", help="an already running server (default: start one)")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -129,20 +173,34 @@ def main() -> int:
     )
     target = args.target or (server.address if server else "")
     try:
+        # The machine is shared: measure the ceiling before and after the server runs.
         local = in_process(model_path, args.seconds)
         runs = [
-            asyncio.run(drive(target, args.model, c, args.seconds, args.connections))
+            drive_perf_analyzer(target, args.model, c, args.seconds)
+            if args.client == "perf_analyzer"
+            else asyncio.run(drive(target, args.model, c, args.seconds, args.connections))
             for c in args.concurrency
         ]
+        after = in_process(model_path, args.seconds)
     finally:
         if server:
             server.stop()
+    local["batch32_images_per_s_before"] = local["batch32_images_per_s"]
+    local["batch32_images_per_s_after"] = after["batch32_images_per_s"]
+    local["batch32_images_per_s"] = (
+        local["batch32_images_per_s"] + after["batch32_images_per_s"]
+    ) / 2
 
-    print(f"server flags: {args.server_args or '(defaults)'}; {args.connections} connection(s)")
+    client = (
+        "perf_analyzer" if args.client == "perf_analyzer" else f"{args.connections} connection(s)"
+    )
+    print(f"server flags: {args.server_args or '(defaults)'}; client: {client}")
     print(
         f"model {args.model} v{args.version}; in-process onnxruntime: single image p50 "
-        f"{local['single_p50_ms']:.3f} ms ({local['single_per_s']:.0f}/s), "
-        f"batch 32 {local['batch32_images_per_s']:.0f} images/s"
+        f"{local['single_p50_ms']:.3f} ms ({local['single_per_s']:.0f}/s), batch 32 "
+        f"{local['batch32_images_per_s']:.0f} images/s (before "
+        f"{local['batch32_images_per_s_before']:.0f}, "
+        f"after {local['batch32_images_per_s_after']:.0f})"
     )
     print(
         f"{'concurrency':>11} {'req/s':>8} {'vs batch32':>10} {'p50 ms':>8} {'p90 ms':>8} "
