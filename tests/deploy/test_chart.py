@@ -204,6 +204,9 @@ def test_settings_become_digits_environment() -> None:
     assert pvc["DIGITS_GRACE_PERIOD_S"] == "30"
     half = env(server_container(render(extra=["--set-json", "settings.gracePeriodS=2.5"])))
     assert half["DIGITS_GRACE_PERIOD_S"] == "2.5"
+    assert variables["DIGITS_WORKERS"] == "1"
+    two = env(server_container(render(extra=["--set-json", "settings.workers=2"])))
+    assert two["DIGITS_WORKERS"] == "2"
 
 
 def test_environment_is_what_the_server_accepts(
