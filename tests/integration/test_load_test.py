@@ -138,3 +138,24 @@ def test_ctrl_c_ends_the_phase_writes_the_partial_report_and_exits_130(
     assert phase["interrupted"] is True and phase["duration_s"] < 60
     assert phase["ok"] > 0 and phase["unexpected"] == {}
     assert server.process.poll() is None  # a server it did not start keeps serving
+
+
+def test_load_test_over_several_connections_to_workers_counts_every_answer(
+    tmp_path: Path,
+) -> None:
+    args = [*QUICK, "--apis", "v2", "--connections", "4", "--server-args=--workers 2"]
+    result = subprocess.run(
+        [sys.executable, "-m", "service.loadtest", *args, "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = only_report(tmp_path)
+    assert report["settings"]["connections"] == 4
+    for phase in report["phases"]:
+        assert phase["requests"] > 0 and phase["ok"] == phase["requests"], phase["codes"]
+        # /metrics of a server with workers is their sum: the client's answers are all there.
+        assert phase["server"]["requests"]["OK"] >= phase["ok"]
