@@ -16,10 +16,12 @@ import argparse
 import asyncio
 import json
 import re
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -145,14 +147,44 @@ def drive_perf_analyzer(
     }
 
 
+def measure(args: argparse.Namespace, target: str, model_path: Path) -> dict[str, Any]:
+    """One repetition: the ceiling before, the server at each concurrency, the ceiling after.
+    Each run's ratio is to the mean of this repetition's two ceilings."""
+    before = in_process(model_path, args.seconds)
+    runs = [
+        drive_perf_analyzer(target, args.model, c, args.seconds)
+        if args.client == "perf_analyzer"
+        else asyncio.run(drive(target, args.model, c, args.seconds, args.connections))
+        for c in args.concurrency
+    ]
+    after = in_process(model_path, args.seconds)
+    ceiling = (before["batch32_images_per_s"] + after["batch32_images_per_s"]) / 2
+    single_p50 = (before["single_p50_ms"] + after["single_p50_ms"]) / 2
+    for run in runs:
+        run["vs_batch32"] = run["requests_per_s"] / ceiling
+        run["p50_over_in_process_ms"] = run["p50_ms"] - single_p50
+    return {"in_process": {"before": before, "after": after}, "ceiling": ceiling, "runs": runs}
+
+
+def summary(values: list[float], fmt: str) -> str:
+    """Median, with the range when there was more than one repetition."""
+    median = format(statistics.median(values), fmt)
+    if len(values) == 1:
+        return median
+    return f"{median} [{format(min(values), fmt)}-{format(max(values), fmt)}]"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default="convnet")
-    parser.add_argument("--version", type=int, default=1)
+    parser.add_argument("--version", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="repetitions; medians and ranges are reported"
+    )
     parser.add_argument(
         "--connections", type=int, default=1, help="client TCP connections (for --workers)"
     )
@@ -173,48 +205,42 @@ def main() -> int:
     )
     target = args.target or (server.address if server else "")
     try:
-        # The machine is shared: measure the ceiling before and after the server runs.
-        local = in_process(model_path, args.seconds)
-        runs = [
-            drive_perf_analyzer(target, args.model, c, args.seconds)
-            if args.client == "perf_analyzer"
-            else asyncio.run(drive(target, args.model, c, args.seconds, args.connections))
-            for c in args.concurrency
-        ]
-        after = in_process(model_path, args.seconds)
+        repetitions = [measure(args, target, model_path) for _ in range(args.repeat)]
     finally:
         if server:
             server.stop()
-    local["batch32_images_per_s_before"] = local["batch32_images_per_s"]
-    local["batch32_images_per_s_after"] = after["batch32_images_per_s"]
-    local["batch32_images_per_s"] = (
-        local["batch32_images_per_s"] + after["batch32_images_per_s"]
-    ) / 2
 
     client = (
         "perf_analyzer" if args.client == "perf_analyzer" else f"{args.connections} connection(s)"
     )
-    print(f"server flags: {args.server_args or '(defaults)'}; client: {client}")
     print(
-        f"model {args.model} v{args.version}; in-process onnxruntime: single image p50 "
-        f"{local['single_p50_ms']:.3f} ms ({local['single_per_s']:.0f}/s), batch 32 "
-        f"{local['batch32_images_per_s']:.0f} images/s (before "
-        f"{local['batch32_images_per_s_before']:.0f}, "
-        f"after {local['batch32_images_per_s_after']:.0f})"
+        f"model {args.model} v{args.version}; server flags: {args.server_args or '(defaults)'}; "
+        f"client: {client}; {args.repeat} repetition(s): median [min-max]"
+    )
+    ceilings = [r["ceiling"] for r in repetitions]
+    singles = [p["single_p50_ms"] for r in repetitions for p in r["in_process"].values()]
+    print(
+        f"in-process onnxruntime: single image p50 {summary(singles, '.3f')} ms, "
+        f"batch 32 {summary(ceilings, '.0f')} images/s"
     )
     print(
-        f"{'concurrency':>11} {'req/s':>8} {'vs batch32':>10} {'p50 ms':>8} {'p90 ms':>8} "
-        f"{'p99 ms':>8} {'errors':>6}"
+        f"{'concurrency':>11} {'req/s':>18} {'vs batch32':>20} {'p50 ms':>8} "
+        f"{'p50 - in-process':>16} {'p99 ms':>8} {'errors':>6}"
     )
-    for run in runs:
-        ratio = run["requests_per_s"] / local["batch32_images_per_s"]
+    for i, concurrency in enumerate(args.concurrency):
+        runs = [r["runs"][i] for r in repetitions]
         print(
-            f"{run['concurrency']:>11} {run['requests_per_s']:>8.0f} {ratio:>10.1%} "
-            f"{run['p50_ms']:>8.3f} {run['p90_ms']:>8.3f} {run['p99_ms']:>8.3f} "
-            f"{run['errors']:>6}"
+            f"{concurrency:>11} {summary([r['requests_per_s'] for r in runs], '.0f'):>18} "
+            f"{summary([r['vs_batch32'] for r in runs], '.1%'):>20} "
+            f"{statistics.median(r['p50_ms'] for r in runs):>8.3f} "
+            f"{statistics.median(r['p50_over_in_process_ms'] for r in runs):>16.3f} "
+            f"{statistics.median(r['p99_ms'] for r in runs):>8.3f} "
+            f"{sum(r['errors'] for r in runs):>6}"
         )
     if args.json:
-        args.json.write_text(json.dumps({"in_process": local, "server": runs}, indent=2))
+        settings = {k: v for k, v in vars(args).items() if k != "json"}
+        report = {"settings": settings, "repetitions": repetitions}
+        args.json.write_text(json.dumps(report, indent=2, default=str))
     return 0
 
 

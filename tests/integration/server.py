@@ -3,11 +3,17 @@ it; built on the load test's `LocalServer`, so both start it the same way."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
+import numpy as np
+import numpy.typing as npt
+
+from service._proto.inference import grpc_service_pb2 as v2
 from service.loadtest import server as loadtest_server
 from service.loadtest.server import LocalServer, Samples
 
@@ -57,3 +63,32 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10, interval: float
             return
         time.sleep(interval)
     raise TimeoutError("condition not met in time")
+
+
+async def sigterm_when_in_flight(
+    server: ServerProcess, model: str, wanted: int, at_least: int
+) -> float:
+    """SIGTERM once `wanted` requests are in flight (bounded: a loaded machine may answer a few
+    before the last arrives); returns how many were, at least `at_least`."""
+    deadline = time.monotonic() + 30
+    while inflight(server, model) < wanted and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    accepted = inflight(server, model)
+    assert accepted >= at_least, "the requests were not in flight"
+    server.signal(signal.SIGTERM)
+    return accepted
+
+
+def assert_drained(
+    results: list[object], accepted: float, expected: npt.NDArray[np.float32]
+) -> None:
+    """Every request in flight at the signal is answered in full (`expected` probabilities);
+    any that had not reached the server yet is refused as new work, with UNAVAILABLE."""
+    answered = [r for r in results if isinstance(r, v2.ModelInferResponse)]
+    assert len(answered) >= accepted
+    for response in answered:
+        got = np.frombuffer(response.raw_output_contents[0], "<f4").reshape(expected.shape)
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+    for refused in (r for r in results if not isinstance(r, v2.ModelInferResponse)):
+        assert isinstance(refused, grpc.aio.AioRpcError), refused
+        assert refused.code() == grpc.StatusCode.UNAVAILABLE

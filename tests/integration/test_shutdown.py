@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
-import time
 
 import grpc
 import numpy as np
@@ -12,7 +10,7 @@ import numpy as np
 from service._proto.inference import grpc_service_pb2 as v2
 from service._proto.inference import grpc_service_pb2_grpc as v2_grpc
 from tests.integration import reference
-from tests.integration.server import ServerProcess, inflight
+from tests.integration.server import ServerProcess, assert_drained, sigterm_when_in_flight
 
 
 def request_of(images: np.ndarray) -> v2.ModelInferRequest:
@@ -45,14 +43,7 @@ def test_sigterm_finishes_in_flight_requests_and_refuses_new_ones() -> None:
                     asyncio.ensure_future(stub.ModelInfer(request_of(images), timeout=120))
                     for _ in range(40)
                 ]
-                # Signal once most of them are in flight (bounded: a loaded machine may
-                # already have answered a few before the last arrives).
-                deadline = time.monotonic() + 30
-                while inflight(server, "mlp") < 30 and time.monotonic() < deadline:
-                    await asyncio.sleep(0.01)
-                accepted = inflight(server, "mlp")
-                assert accepted >= 10, "the requests were not in flight"
-                server.signal(signal.SIGTERM)
+                accepted = await sigterm_when_in_flight(server, "mlp", 30, at_least=10)
                 await asyncio.sleep(0.2)
                 late: grpc.StatusCode | None = None
                 try:
@@ -63,16 +54,7 @@ def test_sigterm_finishes_in_flight_requests_and_refuses_new_ones() -> None:
 
         results, accepted, late = asyncio.run(scenario())
         assert late == grpc.StatusCode.UNAVAILABLE
-        answered = [r for r in results if isinstance(r, v2.ModelInferResponse)]
-        # Every request in flight at the signal is answered in full; any that had not reached
-        # the server yet is refused as new work.
-        assert len(answered) >= accepted
-        for result in answered:
-            got = np.frombuffer(result.raw_output_contents[0], "<f4").reshape(400, 10)
-            np.testing.assert_allclose(got, expected, atol=1e-6)
-        for refused in (r for r in results if not isinstance(r, v2.ModelInferResponse)):
-            assert isinstance(refused, grpc.aio.AioRpcError), refused
-            assert refused.code() == grpc.StatusCode.UNAVAILABLE
+        assert_drained(results, accepted, expected)
         assert server.wait(60) == 0
         assert "stopped" in server.log
     finally:
