@@ -46,10 +46,15 @@ EXPECTED = {"valid": {"OK"}, "invalid": {"INVALID_ARGUMENT", "NOT_FOUND"}}
 
 
 def rss_mib(pid: int) -> float:
+    """Resident memory of the server: the process and its children (a server with --workers)."""
+    total = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+            total += int(line.split()[1]) / 1024
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += rss_mib(int(child))
+    return total
 
 
 def v2_request(model: str, images: np.ndarray) -> v2.ModelInferRequest:

@@ -14,7 +14,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -96,7 +96,6 @@ class _Batch:
     segments: list[_Segment]
     size: int
     waits: list[float]  # queue seconds of the requests whose first rows are in this batch
-    pending: asyncio.Future[_Outcome] | None = None
 
 
 class DynamicBatcher:
@@ -194,8 +193,10 @@ class DynamicBatcher:
         request = _Request(rows, outputs, deadline, future, now)
         self._queue.append(request)
         self._queued_rows = queued + n
-        # Wake the loop only when it may be waiting on this: work arrived, or a batch filled.
-        if queued == 0 or queued + n >= self.config.max_batch_size:
+        # While a batch runs, its end starts the next one (`_finished`). Otherwise wake the loop
+        # rather than launch from here: it runs after the other calls that arrived in this turn
+        # of the event loop have queued, so they share the batch.
+        if self._running is None and (queued == 0 or queued + n >= self.config.max_batch_size):
             self._wake.set()
         try:
             return await future
@@ -225,26 +226,28 @@ class DynamicBatcher:
             # Whatever is left (grace ran out, or a bug) must not hang its callers.
             self._accepting = False
             running = self._running.segments if self._running else []
+            self._running = None  # its late end (`_finished`) must not deliver or chain
             for request in [*self._queue, *(segment[0] for segment in running)]:
                 self._fail(request, Unavailable(self._closed))
             self._queue.clear()
 
     async def _serve(self) -> None:
-        while True:
-            batch = self._running
-            if batch is None:
-                if not await self._wait_until_ready():
-                    return
-                batch = self._launch()
-                if batch is None:
-                    continue
-            assert batch.pending is not None
-            outputs, seconds = await batch.pending
-            self._running = None
-            # The runtime is free: give it the next batch before answering this one's callers.
-            if self._ready_now():
-                self._launch()
-            self._deliver(batch, outputs, seconds)
+        """Start a batch when the runtime is idle and the queue is ready. A batch's end starts
+        the next one itself (`_finished`), so this task wakes only for work that finds the
+        runtime idle, for a queue delay, and to stop."""
+        while await self._wait_until_ready():
+            self._launch()
+
+    def _finished(self, batch: _Batch, done: Future[_Outcome]) -> None:
+        """On the loop, as soon as the worker thread is done: the runtime is free, so give it
+        the next batch, then answer this one's callers."""
+        if self._running is not batch:
+            return  # the loop ended (grace ran out) and failed its callers already
+        outputs, seconds = done.result()  # `_call` returns its exception instead of raising
+        self._running = None
+        if not (self._ready_now() and self._launch()):
+            self._wake.set()  # the loop waits for work, a queue delay, or its stop
+        self._deliver(batch, outputs, seconds)
 
     def _ready_now(self) -> bool:
         """Whether a batch should start now; afterwards a non-empty queue has a live head."""
@@ -262,7 +265,9 @@ class DynamicBatcher:
         """Wait for work (and, with a queue delay, for the batch to fill); False: time to stop."""
         while True:
             self._wake.clear()
-            if self._queued_rows == 0:
+            if self._running is not None:
+                await self._wake.wait()  # `_finished` chains the next batch or wakes us
+            elif self._queued_rows == 0:
                 self._queue.clear()  # only finished requests are left: let their rows go
                 if not self._accepting:
                     return False
@@ -312,7 +317,12 @@ class DynamicBatcher:
             rows = np.concatenate([r.rows[s : s + c] for r, s, c in segments])
         batch = self._running = _Batch(segments, size, waits)
         loop = asyncio.get_running_loop()
-        batch.pending = loop.run_in_executor(self._executor, self._call, rows, wanted)
+
+        def on_done(done: Future[_Outcome]) -> None:  # on the worker thread
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+                loop.call_soon_threadsafe(self._finished, batch, done)
+
+        self._executor.submit(self._call, rows, wanted).add_done_callback(on_done)
         return batch
 
     def _call(self, rows: FloatArray, wanted: frozenset[str]) -> _Outcome:
