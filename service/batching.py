@@ -1,8 +1,9 @@
 """Dynamic batcher, one per model, in Triton's words: max batch size, queue delay, queue size.
 
-Requests queue their rows; one loop task gathers rows into batches of at most `max_batch_size`,
-runs the blocking `infer` on a worker thread, and hands each request back exactly its own rows
-of exactly the outputs it asked for. Nothing here knows gRPC or ONNX.
+Requests queue their rows; batches of at most `max_batch_size` rows run the blocking `infer` on
+a worker thread, one at a time: a loop task starts one when work finds the runtime idle, and a
+finished batch starts the next itself. Each request gets back exactly its own rows of exactly the
+outputs it asked for. Nothing here knows gRPC or ONNX.
 """
 
 from __future__ import annotations
