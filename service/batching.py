@@ -218,18 +218,21 @@ class DynamicBatcher:
             request.future.set_exception(exc)
 
     async def _run(self) -> None:
+        # What the requests still queued or running hear if the loop ends before they ran: it
+        # differs from the refusal of new work, so a client can tell accepted work was lost.
+        left = "server stopped before this request ran (grace period over)"
         try:
             await self._serve()
         except Exception:
             log.exception("%s: batching loop crashed", self.name)
-            self._closed = "model is not available"
+            self._closed = left = "model is not available"
         finally:
             # Whatever is left (grace ran out, or a bug) must not hang its callers.
             self._accepting = False
             running = self._running.segments if self._running else []
             self._running = None  # its late end (`_finished`) must not deliver or chain
             for request in [*self._queue, *(segment[0] for segment in running)]:
-                self._fail(request, Unavailable(self._closed))
+                self._fail(request, Unavailable(left))
             self._queue.clear()
 
     async def _serve(self) -> None:

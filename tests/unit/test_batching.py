@@ -331,7 +331,7 @@ def test_stop_past_its_grace_fails_what_is_left_with_unavailable() -> None:
         await until(lambda: batcher.queued_rows == 1)
         await batcher.stop(grace=0.01)
         for task in (first, queued):
-            with pytest.raises(Unavailable):
+            with pytest.raises(Unavailable, match="stopped before this request ran"):
                 await task
 
     _, model = run(body, FakeModel(gate))
