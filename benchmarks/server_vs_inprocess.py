@@ -132,9 +132,8 @@ def drive_perf_analyzer(
         "--measurement-interval", str(window_ms), "--max-trials", "3",
         "--stability-percentage", "1000",
     ]  # fmt: skip
-    # tritonclient shares one connection among up to 6 contexts; one each spreads the load
-    # over a server's --workers (the kernel balances connections, not calls).
-    env = {**perf.perf_analyzer_env(), "TRITON_CLIENT_GRPC_CHANNEL_MAX_SHARE_COUNT": "1"}
+    # One connection per context (see perf_analyzer_env), so --workers see the load spread.
+    env = perf.perf_analyzer_env()
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     figures = dict(PERF_FIGURE.findall(done.stdout))
     if done.returncode != 0 or "Throughput" not in figures:

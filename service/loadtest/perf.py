@@ -20,8 +20,11 @@ SUMMARY = re.compile(r"^(Concurrency|Request Rate): .*throughput: .*$", re.MULTI
 
 
 def perf_analyzer_env() -> dict[str, str]:
-    """perf_analyzer links libcudart even on a CPU machine; the pip package provides it."""
-    env = dict(os.environ)
+    """perf_analyzer links libcudart even on a CPU machine; the pip package provides it.
+
+    tritonclient shares one connection among up to 6 concurrent contexts; one each lets a
+    server with --workers see the load spread (the kernel balances connections, not calls)."""
+    env = {"TRITON_CLIENT_GRPC_CHANNEL_MAX_SHARE_COUNT": "1", **os.environ}
     try:
         runtime = importlib.import_module("nvidia.cuda_runtime")
     except ImportError:
