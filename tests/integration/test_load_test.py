@@ -60,18 +60,18 @@ def only_report(out: Path) -> dict[str, Any]:
     return report
 
 
+def succeeds(command: list[str]) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
 def test_make_load_test_writes_a_report_of_successful_phases(tmp_path: Path) -> None:
     # --assume-old: the test's own environment is installed already; never pip from a test.
     args = " ".join([*QUICK, "--out", str(tmp_path)])
-    result = subprocess.run(
-        [*MAKE, "load-test", f"LOAD_ARGS={args}", f"PY={sys.executable}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = succeeds([*MAKE, "load-test", f"LOAD_ARGS={args}", f"PY={sys.executable}"])
     assert "req/s" in result.stdout and "p99 ms" in result.stdout  # the table
 
     report = only_report(tmp_path)
@@ -144,15 +144,7 @@ def test_load_test_over_several_connections_to_workers_counts_every_answer(
     tmp_path: Path,
 ) -> None:
     args = [*QUICK, "--apis", "v2", "--connections", "4", "--server-args=--workers 2"]
-    result = subprocess.run(
-        [sys.executable, "-m", "service.loadtest", *args, "--out", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    succeeds([sys.executable, "-m", "service.loadtest", *args, "--out", str(tmp_path)])
     report = only_report(tmp_path)
     assert report["settings"]["connections"] == 4
     for phase in report["phases"]:
