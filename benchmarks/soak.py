@@ -5,8 +5,9 @@
 
 1. Soak: `--concurrency` workers send a mix for `--minutes`: valid V2 convnet requests, valid
    digits.v1 PNGs, and invalid requests (wrong shape, unknown model, corrupt image). Reports the
-   server's resident memory after warm-up and at the end, answers by status code (anything but
-   OK for valid and INVALID_ARGUMENT / NOT_FOUND for invalid is unexpected), and p99 per window.
+   server's resident memory after `--warmup-s` (60 s) and at the end, answers by status code
+   (anything but OK for valid and INVALID_ARGUMENT / NOT_FOUND for invalid is unexpected), and
+   p99 per window.
 2. Overload: requests of `--overload-images` convnet images each, so that the server (not this
    Python client) is what saturates. A closed loop measures the rate the server sustains; then an
    open loop with Poisson arrivals offers 3x that rate against the bounded queue: how much is
@@ -126,7 +127,9 @@ async def call(stubs: dict[str, object], rpc: str, message: object, timeout: flo
         return err.code().name
 
 
-async def soak(target: str, pid: int, minutes: float, concurrency: int, window: float) -> dict:
+async def soak(
+    target: str, pid: int, minutes: float, concurrency: int, window: float, warmup_s: float
+) -> dict:
     mix = Mix()
     codes: Counter[str] = Counter()
     unexpected: Counter[str] = Counter()
@@ -156,8 +159,8 @@ async def soak(target: str, pid: int, minutes: float, concurrency: int, window: 
         while not all(t.done() for t in tasks):
             await asyncio.sleep(window)
             done, latencies[:] = latencies[:], []
-            if warm_rss is None:
-                warm_rss = rss_mib(pid)  # after the first window: warmed up
+            if warm_rss is None and time.monotonic() - started >= warmup_s:
+                warm_rss = rss_mib(pid)  # allocator arenas, buffers and caches have grown
             windows.append(
                 {
                     "t_s": round(time.monotonic() - started, 1),
@@ -316,6 +319,9 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--window", type=float, default=10.0, help="seconds per p99 window")
+    parser.add_argument(
+        "--warmup-s", type=float, default=60.0, help="resident memory growth counts from here"
+    )
     parser.add_argument("--overload-seconds", type=float, default=20.0)
     parser.add_argument(
         "--overload-images", type=int, default=16, help="convnet images per overload request"
@@ -341,7 +347,14 @@ def main() -> int:
         if "soak" in phases:
             print(f"soak: {args.minutes} min at concurrency {args.concurrency}", flush=True)
             report["soak"] = asyncio.run(
-                soak(server.target, server.process.pid, args.minutes, args.concurrency, args.window)
+                soak(
+                    server.target,
+                    server.process.pid,
+                    args.minutes,
+                    args.concurrency,
+                    args.window,
+                    args.warmup_s,
+                )
             )
         if "overload" in phases:
             test = load_split(ROOT.parent / "shared" / "datasets" / "mnist", "test").images
