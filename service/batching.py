@@ -278,6 +278,8 @@ class DynamicBatcher:
                 await self._wake.wait()
             elif self._ready_now():
                 return True
+            elif self._queued_rows == 0:
+                continue  # only requests cancelled in the meantime were queued: wait again
             else:
                 timeout = self._queue[0].enqueued + self.config.max_queue_delay - time.monotonic()
                 with contextlib.suppress(TimeoutError):

@@ -150,7 +150,7 @@ async def supervise(settings: Settings, argv: list[str]) -> int:
             os.close(write_fd)
             children.append(_Child(index, process, asyncio.ensure_future(_read_ready(read_fd))))
         if not await _all_ready(children, stop):
-            return 1
+            return 0 if stop.is_set() else 1  # a signal before serving is a clean stop
         reserved.close()
         metrics_server, metrics_port = serve_summed_metrics(
             metrics_dir, settings.host, settings.metrics_port
@@ -171,7 +171,8 @@ async def supervise(settings: Settings, argv: list[str]) -> int:
                 died.process.returncode,
             )
         statuses = await _stop_all(children, settings.grace_period_s + 5, metrics_dir)
-        return 1 if died is not None else max(statuses, default=0)
+        # Killed children have negative statuses: any status but 0 is a failure.
+        return 1 if died is not None or any(statuses) else 0
     finally:
         reserved.close()
         for child in children:

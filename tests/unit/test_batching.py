@@ -413,3 +413,21 @@ def test_every_request_gets_exactly_its_rows_whatever_the_mix(
     )
     assert max(model.sizes) <= max_batch_size
     assert sum(model.sizes) == sum(sizes)
+
+
+def test_request_cancelled_before_the_loop_sees_it_leaves_the_batcher_serving() -> None:
+    """The loop wakes for a request whose caller was cancelled in the same turn: it finds only
+    a finished request in the queue, and must go back to waiting, not crash."""
+
+    async def body(batcher: DynamicBatcher, model: FakeModel) -> None:
+        task = asyncio.create_task(batcher.submit(image_rows(1, 1), frozenset({"ident"})))
+        await asyncio.sleep(0)  # the request is queued and the loop woken, not yet run
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        result = await asyncio.wait_for(batcher.submit(image_rows(2, 1), frozenset({"ident"})), 5)
+        check_result(result, image_rows(2, 1), frozenset({"ident"}))
+
+    batcher, model = run(body)
+    assert 1 not in model.seen
+    assert batcher.stats.requests_cancelled == 1
