@@ -186,10 +186,8 @@ class DynamicBatcher:
         if deadline is not None and deadline <= now:
             self._stats.requests_expired += 1
             raise DeadlineExceeded("deadline exceeded before the request was queued")
+        self.check_room(n)
         queued = self._queued_rows
-        if queued + n > self.config.max_queue_size:
-            self._stats.requests_rejected += 1
-            raise QueueFull(f"queue of model {self.name} is full")
         future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
         request = _Request(rows, outputs, deadline, future, now)
         self._queue.append(request)
@@ -271,15 +269,13 @@ class DynamicBatcher:
             self._wake.clear()
             if self._running is not None:
                 await self._wake.wait()  # `_finished` chains the next batch or wakes us
+            elif self._ready_now():  # drops requests cancelled since they queued, first
+                return True
             elif self._queued_rows == 0:
                 self._queue.clear()  # only finished requests are left: let their rows go
                 if not self._accepting:
                     return False
                 await self._wake.wait()
-            elif self._ready_now():
-                return True
-            elif self._queued_rows == 0:
-                continue  # only requests cancelled in the meantime were queued: wait again
             else:
                 timeout = self._queue[0].enqueued + self.config.max_queue_delay - time.monotonic()
                 with contextlib.suppress(TimeoutError):
