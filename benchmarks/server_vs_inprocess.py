@@ -6,7 +6,9 @@ Starts a server on free ports (or uses --target), then measures in the same run:
   - in-process onnxruntime: single-image latency, and batch-32 throughput (the ceiling, measured
     before and after the server's runs; the ratio uses their mean);
   - the server through the KServe V2 API: single-image requests at each concurrency, from
-    Python grpc.aio (--connections TCP connections) or Triton's perf_analyzer (--client).
+    Python grpc.aio (--connections TCP connections) or Triton's perf_analyzer (--client);
+  - with --floor, the same client against benchmarks/bare_server.py: grpc.aio answering from a
+    cache, the floor under any Python gRPC server on this machine.
 The load generator shares the machine with the server, as a client on the same host would.
 """
 
@@ -146,16 +148,23 @@ def drive_perf_analyzer(
     }
 
 
-def measure(args: argparse.Namespace, target: str, model_path: Path) -> dict[str, Any]:
-    """One repetition: the ceiling before, the server at each concurrency, the ceiling after.
-    Each run's ratio is to the mean of this repetition's two ceilings."""
+def drive_client(args: argparse.Namespace, target: str, concurrency: int) -> dict[str, float]:
+    if args.client == "perf_analyzer":
+        return drive_perf_analyzer(target, args.model, concurrency, args.seconds)
+    return asyncio.run(drive(target, args.model, concurrency, args.seconds, args.connections))
+
+
+def measure(
+    args: argparse.Namespace, target: str, model_path: Path, bare: str | None
+) -> dict[str, Any]:
+    """One repetition: the ceiling before, the server (and the bare floor) at each concurrency,
+    the ceiling after. Each run's ratio is to the mean of this repetition's two ceilings."""
     before = in_process(model_path, args.seconds)
-    runs = [
-        drive_perf_analyzer(target, args.model, c, args.seconds)
-        if args.client == "perf_analyzer"
-        else asyncio.run(drive(target, args.model, c, args.seconds, args.connections))
-        for c in args.concurrency
-    ]
+    runs = []
+    for concurrency in args.concurrency:
+        runs.append(drive_client(args, target, concurrency))
+        if bare:
+            runs[-1]["bare"] = drive_client(args, bare, concurrency)
     after = in_process(model_path, args.seconds)
     ceiling = (before["batch32_images_per_s"] + after["batch32_images_per_s"]) / 2
     single_p50 = (before["single_p50_ms"] + after["single_p50_ms"]) / 2
@@ -163,6 +172,21 @@ def measure(args: argparse.Namespace, target: str, model_path: Path) -> dict[str
         run["vs_batch32"] = run["requests_per_s"] / ceiling
         run["p50_over_in_process_ms"] = run["p50_ms"] - single_p50
     return {"in_process": {"before": before, "after": after}, "ceiling": ceiling, "runs": runs}
+
+
+def start_bare(source: str, model: str) -> tuple[subprocess.Popen[str], int]:
+    """benchmarks/bare_server.py copying `model`'s answers from `source`; (process, port)."""
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "benchmarks" / "bare_server.py"), "--source", source,
+         "--model", model],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.startswith("port "):
+        process.kill()
+        raise SystemExit(f"bare server did not start: {line!r}")
+    return process, int(line.split()[1])
 
 
 def summary(values: list[float], fmt: str) -> str:
@@ -193,6 +217,11 @@ def main() -> int:
         default="python",
         help="load generator: grpc.aio in this process, or Triton's perf_analyzer",
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure benchmarks/bare_server.py (gRPC alone, answers from a cache)",
+    )
     parser.add_argument("--target", help="an already running server (default: start one)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--server-args", default="", help="extra flags for the started server")
@@ -203,9 +232,14 @@ def main() -> int:
         None if args.target else ServerProcess("--models", args.model, *args.server_args.split())
     )
     target = args.target or (server.address if server else "")
+    bare = start_bare(target, args.model) if args.floor else None
     try:
-        repetitions = [measure(args, target, model_path) for _ in range(args.repeat)]
+        bare_target = f"127.0.0.1:{bare[1]}" if bare else None
+        repetitions = [measure(args, target, model_path, bare_target) for _ in range(args.repeat)]
     finally:
+        if bare:
+            bare[0].terminate()
+            bare[0].wait(10)
         if server:
             server.stop()
 
@@ -236,6 +270,20 @@ def main() -> int:
             f"{statistics.median(r['p99_ms'] for r in runs):>8.3f} "
             f"{sum(r['errors'] for r in runs):>6}"
         )
+    if args.floor:
+        print("bare gRPC server (answers from a cache), same client; server p50 - bare p50:")
+        print(
+            f"{'concurrency':>11} {'req/s':>18} {'p50 ms':>8} {'p99 ms':>8} {'server - bare':>14}"
+        )
+        for i, concurrency in enumerate(args.concurrency):
+            runs = [r["runs"][i] for r in repetitions]
+            bares = [r["bare"] for r in runs]
+            print(
+                f"{concurrency:>11} {summary([b['requests_per_s'] for b in bares], '.0f'):>18} "
+                f"{statistics.median(b['p50_ms'] for b in bares):>8.3f} "
+                f"{statistics.median(b['p99_ms'] for b in bares):>8.3f} "
+                f"{statistics.median(r['p50_ms'] - r['bare']['p50_ms'] for r in runs):>14.3f}"
+            )
     if args.json:
         settings = {k: v for k, v in vars(args).items() if k != "json"}
         report = {"settings": settings, "repetitions": repetitions}
