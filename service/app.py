@@ -82,7 +82,6 @@ class App:
             max_batch_size=settings.max_batch_size,
             max_queue_delay=settings.max_queue_delay_us / 1e6,
             max_queue_size=settings.max_queue_size,
-            inline_when_idle=settings.inline_when_idle_us / 1e6 or None,
         )
         engine = Engine(registry, batching, metrics, settings.max_images_per_request)
         limits = ImageLimits(

@@ -4,12 +4,6 @@ Requests queue their rows; batches of at most `max_batch_size` rows run the bloc
 a worker thread, one at a time: a loop task starts one when work finds the runtime idle, and a
 finished batch starts the next itself. Each request gets back exactly its own rows of exactly the
 outputs it asked for. Nothing here knows gRPC or ONNX.
-
-One shortcut: a single row that finds the model idle and the batcher quiet (no batch ended for
-`inline_when_idle` seconds) runs at once on the event loop's thread. There is nothing to batch
-it with, and it skips the two thread hand-offs (worker wake-up, loop wake-up) that cost a lone
-request 0.2-0.5 ms on a busy 2-core machine. Under load a batch has always just ended, so work
-goes through the worker thread and the loop stays free to accept and batch.
 """
 
 from __future__ import annotations
@@ -47,14 +41,9 @@ class BatchingConfig:
     """Seconds a batch may wait to fill, from its oldest request; 0 runs what is queued at once."""
     max_queue_size: int = 1024
     """Most rows waiting; a request that would exceed it fails at once with QueueFull."""
-    inline_when_idle: float | None = 250e-6
-    """Seconds without a batch ending after which a single row that finds the model idle runs
-    on the event loop's thread; None: always the worker thread. Off with a queue delay."""
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1 or self.max_queue_size < 1 or self.max_queue_delay < 0:
-            raise ValueError(f"invalid batching config: {self}")
-        if self.inline_when_idle is not None and self.inline_when_idle < 0:
             raise ValueError(f"invalid batching config: {self}")
 
 
@@ -137,8 +126,6 @@ class DynamicBatcher:
         self._closed = "model is not ready"  # what `submit` answers while not accepting
         self._task: asyncio.Task[None] | None = None
         self._running: _Batch | None = None  # on the worker thread; its callers fail on abort
-        self._last_end = -float("inf")  # time.monotonic() when the last batch ended
-        self._last_size = 0  # rows in that batch
         self._stats = BatcherStats()
 
     @property
@@ -203,9 +190,6 @@ class DynamicBatcher:
         queued = self._queued_rows
         future: asyncio.Future[Outputs] = asyncio.get_running_loop().create_future()
         request = _Request(rows, outputs, deadline, future, now)
-        if n == 1 and queued == 0 and self._quiet(now):
-            self._run_inline(request)
-            return future.result()
         self._queue.append(request)
         self._queued_rows = queued + n
         # While a batch runs, its end starts the next one (`_finished`). Otherwise wake the loop
@@ -220,26 +204,6 @@ class DynamicBatcher:
             self._release(request)
             self._stats.requests_cancelled += 1
             raise
-
-    def _quiet(self, now: float) -> bool:
-        """Whether a request arriving now finds the model idle and the batcher quiet: the last
-        batch was a lone row too, and ended a while ago. (After a larger batch, the callers it
-        answered are about to send again, however long sending the answers took.)"""
-        quiet = self.config.inline_when_idle
-        return (
-            quiet is not None
-            and self.config.max_queue_delay <= 0
-            and self._running is None
-            and self._last_size <= 1
-            and now - self._last_end >= quiet
-        )
-
-    def _run_inline(self, request: _Request) -> None:
-        """Run one whole request as a batch of its own on this (the loop's) thread."""
-        request.taken = request.rows.shape[0]
-        batch = _Batch([(request, 0, request.taken)], request.taken, [0.0])
-        outputs, seconds = self._call(np.ascontiguousarray(request.rows), request.outputs)
-        self._deliver(batch, outputs, seconds)
 
     def _release(self, request: _Request) -> None:
         """Take the request's untaken rows out of the queue count; idempotent."""
@@ -384,7 +348,6 @@ class DynamicBatcher:
         stats.compute_ns += int(seconds * 1e9)
         stats.queue_ns += int(sum(batch.waits) * 1e9)
         stats.last_inference_ms = time.time_ns() // 1_000_000
-        self._last_end, self._last_size = time.monotonic(), batch.size
         try:
             self._observer.on_batch(batch.size, batch.waits, seconds)
         except Exception:

@@ -58,8 +58,6 @@ class Settings(BaseSettings):
     """How long a batch may wait to fill, in microseconds; 0 runs whatever is queued at once."""
     max_queue_size: int = Field(4096, ge=1)
     """Most images waiting per model; beyond it requests fail with RESOURCE_EXHAUSTED."""
-    inline_when_idle_us: int = Field(250, ge=0)
-    """A lone image finding its model idle this long skips the thread hand-offs; 0: never."""
 
     max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     """Largest gRPC message received or sent (requests with layer tensors can be large)."""

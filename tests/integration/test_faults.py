@@ -183,8 +183,6 @@ def faults(monkeypatch: pytest.MonkeyPatch) -> Faults:
     return wrapper
 
 
-# The stall tests turn off the lone-image shortcut (README, Batching): it would run the stalled
-# image on the event loop's thread, stalling the whole server, which is the shortcut's known price.
 @asynccontextmanager
 async def running(*models: str, **overrides: object) -> AsyncIterator[tuple[App, str]]:
     settings = Settings(
@@ -237,7 +235,7 @@ def test_runtime_error_fails_only_its_batch(faults: Faults) -> None:
 
 def test_cancelled_request_is_dropped_from_the_queue(faults: Faults) -> None:
     async def scenario() -> None:
-        async with running("mlp", inline_when_idle_us=0) as (app, target):
+        async with running("mlp") as (app, target):
             batcher = app.engine.batcher(app.engine.model("mlp"))
             before = batcher.stats
             async with aio.insecure_channel(target) as channel:
@@ -265,7 +263,7 @@ def test_cancelled_request_is_dropped_from_the_queue(faults: Faults) -> None:
 
 def test_stalled_batch_expires_what_waits_behind_it_then_recovers(faults: Faults) -> None:
     async def scenario() -> None:
-        async with running("mlp", inline_when_idle_us=0) as (app, target):
+        async with running("mlp") as (app, target):
             batcher = app.engine.batcher(app.engine.model("mlp"))
             before = batcher.stats
             async with aio.insecure_channel(target) as channel:

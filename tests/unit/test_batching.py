@@ -32,7 +32,6 @@ class FakeModel:
         self.bad_rows = bad_rows
         self.entered = threading.Event()
         self.batches: list[list[float]] = []  # ids of the rows in each batch, in order
-        self.threads: list[threading.Thread] = []  # the thread that ran each batch
 
     @property
     def sizes(self) -> list[int]:
@@ -48,7 +47,6 @@ class FakeModel:
             assert self.gate.wait(10), "test never opened the gate"
         ids = batch[:, 0, 0, 0].copy()
         self.batches.append(ids.tolist())
-        self.threads.append(threading.current_thread())
         if POISON in ids:
             raise RuntimeError("poisoned batch")
         out = {
@@ -93,9 +91,6 @@ def run(
 ) -> tuple[DynamicBatcher, FakeModel]:
     """Run `body` against a started batcher, then stop it; returns both for checks after."""
     model = model or FakeModel()
-    if model.gate is not None:
-        # A lone request may run on the loop's thread, where a closed gate would stop the test.
-        config.setdefault("inline_when_idle", None)
     batcher = DynamicBatcher(model, BatchingConfig(**config), name="test")
 
     async def main() -> None:
@@ -433,91 +428,6 @@ def test_request_cancelled_before_the_loop_sees_it_leaves_the_batcher_serving() 
         result = await asyncio.wait_for(batcher.submit(image_rows(2, 1), frozenset({"ident"})), 5)
         check_result(result, image_rows(2, 1), frozenset({"ident"}))
 
-    batcher, model = run(body, inline_when_idle=None)  # a lone request must queue
+    batcher, model = run(body)
     assert 1 not in model.seen
     assert batcher.stats.requests_cancelled == 1
-
-
-def test_lone_image_on_a_quiet_batcher_runs_on_the_loop_thread_and_is_counted() -> None:
-    seen: list[tuple[int, Sequence[float]]] = []
-
-    class Observer:
-        def on_batch(self, size: int, queue_seconds: Sequence[float], infer_seconds: float) -> None:
-            seen.append((size, queue_seconds))
-
-    model = FakeModel()
-    batcher = DynamicBatcher(model, BatchingConfig(inline_when_idle=0.0), observer=Observer())
-
-    async def main() -> None:
-        batcher.start()
-        for i in range(3):
-            result = await batcher.submit(image_rows(i, 1), frozenset({"ident", "double"}))
-            check_result(result, image_rows(i, 1), frozenset({"ident", "double"}))
-        await batcher.stop()
-
-    asyncio.run(main())
-    assert model.threads == [threading.main_thread()] * 3
-    assert seen == [(1, [0.0])] * 3
-    stats = batcher.stats
-    assert (stats.batches_executed, stats.rows_inferred, stats.requests_succeeded) == (3, 3, 3)
-
-
-def test_under_load_or_with_several_images_work_goes_to_the_worker_thread() -> None:
-    async def body(batcher: DynamicBatcher, model: FakeModel) -> None:
-        await batcher.submit(image_rows(0, 1), frozenset({"ident"}))  # quiet since start: inline
-        await batcher.submit(image_rows(1, 1), frozenset({"ident"}))  # a batch just ended
-        await asyncio.gather(
-            *(batcher.submit(image_rows(10 * i, 1), frozenset({"ident"})) for i in range(1, 4))
-        )
-
-    _, model = run(body, inline_when_idle=60.0)
-    assert model.threads[0] is threading.main_thread()
-    assert threading.main_thread() not in model.threads[1:]
-    # The second request found a batch ended moments ago; the concurrent three were batched.
-    assert model.sizes[:2] == [1, 1] and sum(model.sizes[2:]) == 3
-
-    # After a batch of several rows its callers are about to send again: the worker thread,
-    # however long ago it ended; after a lone row's batch, the loop's thread again.
-    async def after_a_batch(batcher: DynamicBatcher, model: FakeModel) -> None:
-        for first, n in ((0, 3), (10, 1), (20, 1)):
-            rows = image_rows(first, n)
-            check_result(
-                await batcher.submit(rows, frozenset({"ident"})), rows, frozenset({"ident"})
-            )
-
-    _, model = run(after_a_batch, inline_when_idle=0.0)
-    assert model.sizes == [3, 1, 1]
-    main = threading.main_thread()
-    assert [thread is main for thread in model.threads] == [False, False, True]
-
-    # Several images, a queue delay, or the shortcut off: never on the loop's thread.
-    for rows, config in (
-        (image_rows(0, 2), {"inline_when_idle": 0.0}),
-        (image_rows(0, 1), {"inline_when_idle": 0.0, "max_queue_delay": 0.001}),
-        (image_rows(0, 1), {"inline_when_idle": None}),
-    ):
-
-        async def one(batcher: DynamicBatcher, model: FakeModel, rows: FloatArray = rows) -> None:
-            check_result(
-                await batcher.submit(rows, frozenset({"ident"})), rows, frozenset({"ident"})
-            )
-
-        _, model = run(one, **config)
-        assert model.threads and threading.main_thread() not in model.threads, config
-
-
-def test_inline_model_failure_is_a_model_failure_and_the_batcher_keeps_serving(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    async def body(batcher: DynamicBatcher, model: FakeModel) -> None:
-        with pytest.raises(ModelFailed, match=r"^inference failed$"):
-            await batcher.submit(image_rows(-1, 1), frozenset({"ident"}))
-        assert (await batcher.submit(image_rows(4, 1), frozenset({"ident"})))["ident"].tolist() == [
-            4
-        ]
-
-    with caplog.at_level(logging.ERROR, logger="service.batching"):
-        batcher, model = run(body, inline_when_idle=0.0)
-    assert model.threads == [threading.main_thread()] * 2
-    assert any(r.exc_info and "poisoned" in str(r.exc_info[1]) for r in caplog.records)
-    assert (batcher.stats.requests_failed, batcher.stats.requests_succeeded) == (1, 1)
