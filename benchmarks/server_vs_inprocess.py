@@ -232,8 +232,9 @@ def main() -> int:
         None if args.target else ServerProcess("--models", args.model, *args.server_args.split())
     )
     target = args.target or (server.address if server else "")
-    bare = start_bare(target, args.model) if args.floor else None
+    bare = None
     try:
+        bare = start_bare(target, args.model) if args.floor else None
         bare_target = f"127.0.0.1:{bare[1]}" if bare else None
         repetitions = [measure(args, target, model_path, bare_target) for _ in range(args.repeat)]
     finally:
