@@ -96,18 +96,26 @@ class ErrorInterceptor(aio.ServerInterceptor):
     def _wrap(self, method: str, inner: Handler) -> Handler:
         api_field = INFERENCE_METHODS.get(method)
 
-        async def guarded(request: Any, context: Context) -> Any:
-            if isinstance(request, Malformed):
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+        async def guarded(
+            request: Any, context: Context, before_abort: Callable[[str], None] | None = None
+        ) -> Any:
+            """`before_abort(code name)` runs before the status goes out: once the client has
+            its answer, whatever it does next (a scrape of /metrics) must see the call counted."""
             try:
-                return await inner(request, context)
+                if isinstance(request, Malformed):
+                    code, message = grpc.StatusCode.INVALID_ARGUMENT, request.message
+                else:
+                    return await inner(request, context)
             except ServingError as exc:
-                await context.abort(_code(exc), str(exc))
+                code, message = _code(exc), str(exc)
             except (aio.AbortError, asyncio.CancelledError):
                 raise
             except Exception:
                 log.exception("unexpected error in %s", method)
-                await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+                code, message = grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
+            if before_abort is not None:
+                before_abort(code.name)
+            await context.abort(code, message)
 
         if api_field is None:
             return guarded
@@ -125,9 +133,23 @@ class ErrorInterceptor(aio.ServerInterceptor):
             started = time.monotonic()
             inflight = inflights[model]
             inflight.inc()
-            code = "OK"
+            recorded = False
+
+            def record(code: str) -> None:
+                nonlocal recorded
+                if recorded:
+                    return
+                recorded = True
+                inflight.dec()
+                counter = requests.get((model, code))
+                if counter is None:
+                    counter = requests[(model, code)] = metrics.requests.labels(model, api, code)
+                counter.inc()
+                durations[model].observe(time.monotonic() - started)
+
+            code = "OK"  # an answer is counted before the handler returns it
             try:
-                return await guarded(request, context)
+                return await guarded(request, context, record)
             except asyncio.CancelledError:
                 # gRPC cancels the handler both when the client goes away and at its deadline.
                 remaining = context.time_remaining()
@@ -138,11 +160,6 @@ class ErrorInterceptor(aio.ServerInterceptor):
                 code = context.code().name if context.code() else "UNKNOWN"
                 raise
             finally:
-                inflight.dec()
-                counter = requests.get((model, code))
-                if counter is None:
-                    counter = requests[(model, code)] = metrics.requests.labels(model, api, code)
-                counter.inc()
-                durations[model].observe(time.monotonic() - started)
+                record(code)  # no-op when counted before the abort
 
         return counted
