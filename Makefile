@@ -53,7 +53,7 @@ lint: install
 	$(VENV)/bin/ruff format --check service training tests scripts benchmarks
 
 typecheck: install-train
-	$(VENV)/bin/mypy service training scripts
+	$(VENV)/bin/mypy service training scripts benchmarks
 
 test: install-train system-deps tools proto-check lint typecheck
 	$(PY) -m pytest -q

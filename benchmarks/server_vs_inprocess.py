@@ -91,7 +91,7 @@ async def drive(
                 await stub.ModelInfer(request)
         end = time.monotonic() + seconds
 
-        async def worker(stub: v2_grpc.GRPCInferenceServiceStub) -> None:
+        async def worker(stub: v2_grpc.GRPCInferenceServiceAsyncStub) -> None:
             nonlocal errors
             while time.monotonic() < end:
                 start = time.perf_counter()
@@ -160,7 +160,7 @@ def measure(
     """One repetition: the ceiling before, the server (and the bare floor) at each concurrency,
     the ceiling after. Each run's ratio is to the mean of this repetition's two ceilings."""
     before = in_process(model_path, args.seconds)
-    runs = []
+    runs: list[dict[str, Any]] = []
     for concurrency in args.concurrency:
         runs.append(drive_client(args, target, concurrency))
         if bare:

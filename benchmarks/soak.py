@@ -31,6 +31,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -129,7 +130,7 @@ async def call(stubs: dict[str, object], rpc: str, message: object, timeout: flo
 
 async def soak(
     target: str, pid: int, minutes: float, concurrency: int, window: float, warmup_s: float
-) -> dict:
+) -> dict[str, Any]:
     mix = Mix()
     codes: Counter[str] = Counter()
     unexpected: Counter[str] = Counter()
@@ -191,7 +192,9 @@ async def soak(
     }
 
 
-async def sustained(target: str, request: object, concurrency: int, seconds: float) -> dict:
+async def sustained(
+    target: str, request: v2.ModelInferRequest, concurrency: int, seconds: float
+) -> dict[str, Any]:
     """Closed loop: the rate the server keeps up with these requests, and their latency."""
     latencies: list[float] = []
     errors: Counter[str] = Counter()
@@ -222,7 +225,9 @@ async def sustained(target: str, request: object, concurrency: int, seconds: flo
     }
 
 
-async def overload(target: str, request: object, rate: float, seconds: float) -> dict:
+async def overload(
+    target: str, request: v2.ModelInferRequest, rate: float, seconds: float
+) -> dict[str, Any]:
     """Poisson arrivals at `rate`/s; answers by code, latency of accepted and of refused."""
     codes: Counter[str] = Counter()
     accepted: list[float] = []
@@ -271,7 +276,7 @@ async def overload(target: str, request: object, rate: float, seconds: float) ->
     }
 
 
-async def shutdown_under_load(server: LocalServer, concurrency: int) -> dict:
+async def shutdown_under_load(server: LocalServer, concurrency: int) -> dict[str, Any]:
     """Requests sent before SIGTERM must all be answered OK; later ones may be refused."""
     mix = Mix()
     valid = [m for m in mix.items if m[0] == "valid"]
@@ -342,7 +347,7 @@ def main() -> int:
             *args.server_args.split(),
         ],
     )
-    report: dict[str, object] = {}
+    report: dict[str, dict[str, Any]] = {}
     try:
         if "soak" in phases:
             print(f"soak: {args.minutes} min at concurrency {args.concurrency}", flush=True)
@@ -380,14 +385,13 @@ def main() -> int:
     finally:
         server.stop()
     summary = {
-        name: {k: v for k, v in part.items() if k != "windows"}  # type: ignore[union-attr]
-        for name, part in report.items()
+        name: {k: v for k, v in part.items() if k != "windows"} for name, part in report.items()
     }
     print(json.dumps(summary, indent=1))
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
-    soaked: dict = report.get("soak", {})  # type: ignore[assignment]
-    stopped: dict = report.get("shutdown", {})  # type: ignore[assignment]
+    soaked = report.get("soak", {})
+    stopped = report.get("shutdown", {})
     ok = (
         not soaked.get("unexpected")
         and not stopped.get("lost")
