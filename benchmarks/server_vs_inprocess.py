@@ -25,22 +25,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 import onnxruntime as ort
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.closed_loop import closed_loop, percentiles  # noqa: E402
 from service._proto.inference import grpc_service_pb2 as v2  # noqa: E402
-from service._proto.inference import grpc_service_pb2_grpc as v2_grpc  # noqa: E402
 from service.loadtest import perf  # noqa: E402
 from tests.integration.server import ServerProcess  # noqa: E402
-
-
-def percentiles(latencies: list[float]) -> dict[str, float]:
-    ms = np.array(latencies) * 1e3
-    return {f"p{p}_ms": float(np.percentile(ms, p)) for p in (50, 90, 99)}
 
 
 def in_process(model_path: Path, seconds: float) -> dict[str, float]:
@@ -67,53 +61,14 @@ def in_process(model_path: Path, seconds: float) -> dict[str, float]:
     }
 
 
-async def drive(
-    target: str, model: str, concurrency: int, seconds: float, connections: int
-) -> dict[str, float]:
+def single_image_request(model: str) -> v2.ModelInferRequest:
     image = np.random.default_rng(1).random((1, 1, 28, 28), dtype=np.float32)
     request = v2.ModelInferRequest(model_name=model)
     request.inputs.add(name="image", datatype="FP32", shape=[1, 1, 28, 28])
     request.raw_input_contents.append(image.tobytes())
     for name in ("probabilities", "not_digit"):
         request.outputs.add(name=name)
-    latencies: list[float] = []
-    errors = 0
-    # Each channel its own TCP connection (grpc shares one per target unless told not to), so
-    # a server with --workers sees them spread; the load coroutines take turns on them.
-    channels = [
-        grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
-        for _ in range(connections)
-    ]
-    try:
-        stubs = [v2_grpc.GRPCInferenceServiceStub(channel) for channel in channels]
-        for stub in stubs:
-            for _ in range(20):
-                await stub.ModelInfer(request)
-        end = time.monotonic() + seconds
-
-        async def worker(stub: v2_grpc.GRPCInferenceServiceAsyncStub) -> None:
-            nonlocal errors
-            while time.monotonic() < end:
-                start = time.perf_counter()
-                try:
-                    await stub.ModelInfer(request, timeout=10)
-                except grpc.aio.AioRpcError:
-                    errors += 1
-                    continue
-                latencies.append(time.perf_counter() - start)
-
-        started = time.monotonic()
-        await asyncio.gather(*(worker(stubs[i % connections]) for i in range(concurrency)))
-        elapsed = time.monotonic() - started
-    finally:
-        for channel in channels:
-            await channel.close()
-    return {
-        "concurrency": concurrency,
-        "requests_per_s": len(latencies) / elapsed,
-        "errors": errors,
-        **percentiles(latencies),
-    }
+    return request
 
 
 PERF_FIGURE = re.compile(r"(Throughput|p50 latency|p90 latency|p99 latency): ([\d.]+)")
@@ -121,7 +76,7 @@ PERF_FIGURE = re.compile(r"(Throughput|p50 latency|p90 latency|p99 latency): ([\
 
 def drive_perf_analyzer(
     target: str, model: str, concurrency: int, seconds: float
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Triton's perf_analyzer (C++) as the load generator: less client CPU on a shared machine.
     It sends random FP32 tensors and asks for every output in the model's metadata."""
     binary = perf.find_binary()
@@ -143,15 +98,16 @@ def drive_perf_analyzer(
     return {
         "concurrency": concurrency,
         "requests_per_s": float(figures["Throughput"]),
-        "errors": 0,  # perf_analyzer stops at the first error
+        "errors": {},  # perf_analyzer stops at the first error
         **{f"p{p}_ms": float(figures[f"p{p} latency"]) / 1e3 for p in (50, 90, 99)},
     }
 
 
-def drive_client(args: argparse.Namespace, target: str, concurrency: int) -> dict[str, float]:
+def drive_client(args: argparse.Namespace, target: str, concurrency: int) -> dict[str, Any]:
     if args.client == "perf_analyzer":
         return drive_perf_analyzer(target, args.model, concurrency, args.seconds)
-    return asyncio.run(drive(target, args.model, concurrency, args.seconds, args.connections))
+    request = single_image_request(args.model)
+    return asyncio.run(closed_loop(target, request, concurrency, args.seconds, args.connections))
 
 
 def measure(
@@ -269,7 +225,7 @@ def main() -> int:
             f"{statistics.median(r['p50_ms'] for r in runs):>8.3f} "
             f"{statistics.median(r['p50_over_in_process_ms'] for r in runs):>16.3f} "
             f"{statistics.median(r['p99_ms'] for r in runs):>8.3f} "
-            f"{sum(r['errors'] for r in runs):>6}"
+            f"{sum(sum(r['errors'].values()) for r in runs):>6}"
         )
     if args.floor:
         print("bare gRPC server (answers from a cache), same client; server p50 - bare p50:")

@@ -40,6 +40,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.closed_loop import closed_loop  # noqa: E402
 from service._proto.digits.v1 import digits_pb2, digits_pb2_grpc  # noqa: E402
 from service._proto.inference import grpc_service_pb2 as v2  # noqa: E402
 from service._proto.inference import grpc_service_pb2_grpc as v2_grpc  # noqa: E402
@@ -192,39 +193,6 @@ async def soak(
     }
 
 
-async def sustained(
-    target: str, request: v2.ModelInferRequest, concurrency: int, seconds: float
-) -> dict[str, Any]:
-    """Closed loop: the rate the server keeps up with these requests, and their latency."""
-    latencies: list[float] = []
-    errors: Counter[str] = Counter()
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = v2_grpc.GRPCInferenceServiceStub(channel)
-        for _ in range(3):
-            await stub.ModelInfer(request, timeout=10)
-        end = time.monotonic() + seconds
-
-        async def worker() -> None:
-            while time.monotonic() < end:
-                started = time.perf_counter()
-                try:
-                    await stub.ModelInfer(request, timeout=10)
-                    latencies.append(time.perf_counter() - started)
-                except grpc.aio.AioRpcError as err:
-                    errors[err.code().name] += 1
-
-        started = time.monotonic()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.monotonic() - started
-    return {
-        "concurrency": concurrency,
-        "requests_per_s": len(latencies) / elapsed,
-        "p50_ms": float(np.percentile(latencies, 50) * 1e3),
-        "p99_ms": float(np.percentile(latencies, 99) * 1e3),
-        "errors": dict(errors),
-    }
-
-
 async def overload(
     target: str, request: v2.ModelInferRequest, rate: float, seconds: float
 ) -> dict[str, Any]:
@@ -365,7 +333,9 @@ def main() -> int:
             test = load_split(ROOT.parent / "shared" / "datasets" / "mnist", "test").images
             images = (test[: args.overload_images].astype(np.float32) / 255)[:, None]
             request = v2_request("convnet", images)
-            closed = asyncio.run(sustained(server.target, request, 8, args.overload_seconds / 2))
+            closed = asyncio.run(
+                closed_loop(server.target, request, 8, args.overload_seconds / 2, warmup=3)
+            )
             rate = 3 * closed["requests_per_s"]
             print(
                 f"overload: sustained {closed['requests_per_s']:.1f} requests/s of "

@@ -26,6 +26,6 @@ def test_server_vs_inprocess_with_the_bare_floor_reports_every_run(tmp_path: Pat
     assert [run["concurrency"] for run in runs] == [1, 4]
     for run in runs:
         for measured in (run, run["bare"]):
-            assert measured["errors"] == 0
+            assert measured["errors"] == {}
             assert measured["requests_per_s"] > 0
             assert 0 < measured["p50_ms"] <= measured["p99_ms"]

@@ -1,7 +1,9 @@
 """The interceptor counts a failed call before its status goes out.
 
 A client that scrapes /metrics right after its error must see the call counted, so the count
-has to be taken before `context.abort` sends the status, not after it raised."""
+has to be taken before `context.abort` sends the status, not after it raised. Through a real
+server that order is a race (tests/integration/test_serving.py sees it only now and then), so
+here a stand-in context checks the count at the moment the status would go out."""
 
 from __future__ import annotations
 
