@@ -48,6 +48,18 @@ load-test: install
 perf-analyzer: install system-deps
 	$(PY) -m service.loadtest --perf-analyzer $(LOAD_ARGS)
 
+# Triton as a peer for benchmarks/server_vs_inprocess.py --peers triton: the tritonserver binary
+# bundled in nvidia-pytriton. Its Python-backend stub links Debian's libpython3.11, so this venv
+# is made from /usr/bin/python3 (another 3.11 build fails when the stub starts).
+TRITON_VENV := .venv-triton
+.PHONY: triton-peer
+triton-peer: $(TRITON_VENV)/.installed
+$(TRITON_VENV)/.installed:
+	test -x $(TRITON_VENV)/bin/python || /usr/bin/python3 -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip --disable-pip-version-check -q install \
+	  nvidia-pytriton==0.7.0 onnxruntime numpy
+	touch $@
+
 lint: install
 	$(VENV)/bin/ruff check service training tests scripts benchmarks
 	$(VENV)/bin/ruff format --check service training tests scripts benchmarks

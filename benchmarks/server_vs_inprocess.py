@@ -8,7 +8,10 @@ Starts a server on free ports (or uses --target), then measures in the same run:
   - the server through the KServe V2 API: single-image requests at each concurrency, from
     Python grpc.aio (--connections TCP connections) or Triton's perf_analyzer (--client);
   - with --floor, the same client against benchmarks/bare_server.py: grpc.aio answering from a
-    cache, the floor under any Python gRPC server on this machine.
+    cache, the floor under any Python gRPC server on this machine;
+  - with --peers, the same client against other servers of the same model file, each right
+    after ours at each concurrency: straight-line (benchmarks/straight_line.py, onnxruntime
+    called in the handler) and triton (benchmarks/triton_peer.py; `make triton-peer` first).
 The load generator shares the machine with the server, as a client on the same host would.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import re
 import statistics
@@ -31,6 +35,7 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import peers  # noqa: E402
 from benchmarks.closed_loop import closed_loop, percentiles  # noqa: E402
 from service._proto.inference import grpc_service_pb2 as v2  # noqa: E402
 from service.loadtest import perf  # noqa: E402
@@ -111,16 +116,25 @@ def drive_client(args: argparse.Namespace, target: str, concurrency: int) -> dic
 
 
 def measure(
-    args: argparse.Namespace, target: str, model_path: Path, bare: str | None
+    args: argparse.Namespace,
+    target: str,
+    model_path: Path,
+    bare: str | None,
+    others: dict[str, str],
 ) -> dict[str, Any]:
-    """One repetition: the ceiling before, the server (and the bare floor) at each concurrency,
-    the ceiling after. Each run's ratio is to the mean of this repetition's two ceilings."""
+    """One repetition: the ceiling before; at each concurrency the server, then the bare floor
+    and each peer in `others` (name → target); the ceiling after. Each run's ratio is to the
+    mean of this repetition's two ceilings, and each peer's to the server's run just before."""
     before = in_process(model_path, args.seconds)
     runs: list[dict[str, Any]] = []
     for concurrency in args.concurrency:
-        runs.append(drive_client(args, target, concurrency))
+        run = drive_client(args, target, concurrency)
         if bare:
-            runs[-1]["bare"] = drive_client(args, bare, concurrency)
+            run["bare"] = drive_client(args, bare, concurrency)
+        run["peers"] = {name: drive_client(args, t, concurrency) for name, t in others.items()}
+        for measured in run["peers"].values():
+            measured["ours_over_peer"] = run["requests_per_s"] / measured["requests_per_s"]
+        runs.append(run)
     after = in_process(model_path, args.seconds)
     ceiling = (before["batch32_images_per_s"] + after["batch32_images_per_s"]) / 2
     single_p50 = (before["single_p50_ms"] + after["single_p50_ms"]) / 2
@@ -130,27 +144,40 @@ def measure(
     return {"in_process": {"before": before, "after": after}, "ceiling": ceiling, "runs": runs}
 
 
-def start_bare(source: str, model: str) -> tuple[subprocess.Popen[str], int]:
-    """benchmarks/bare_server.py copying `model`'s answers from `source`; (process, port)."""
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "benchmarks" / "bare_server.py"), "--source", source,
-         "--model", model],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line.startswith("port "):
-        process.kill()
-        raise SystemExit(f"bare server did not start: {line!r}")
-    return process, int(line.split()[1])
-
-
 def summary(values: list[float], fmt: str) -> str:
     """Median, with the range when there was more than one repetition."""
     median = format(statistics.median(values), fmt)
     if len(values) == 1:
         return median
     return f"{median} [{format(min(values), fmt)}-{format(max(values), fmt)}]"
+
+
+def print_peers(
+    concurrencies: list[int], names: list[str], repetitions: list[dict[str, Any]]
+) -> None:
+    print("peers, same client, each right after ours; ours ÷ peer is of requests/s:")
+    print(
+        f"{'concurrency':>11} {'peer':<13} {'ours req/s':>18} {'p50/p99 ms':>12} "
+        f"{'peer req/s':>18} {'p50/p99 ms':>12} {'ours ÷ peer':>18}"
+    )
+    for i, concurrency in enumerate(concurrencies):
+        runs = [r["runs"][i] for r in repetitions]
+        for name in names:
+            measured = [r["peers"][name] for r in runs]
+            print(
+                f"{concurrency:>11} {name:<13} "
+                f"{summary([r['requests_per_s'] for r in runs], '.0f'):>18} {latency(runs):>12} "
+                f"{summary([m['requests_per_s'] for m in measured], '.0f'):>18} "
+                f"{latency(measured):>12} "
+                f"{summary([m['ours_over_peer'] for m in measured], '.2f'):>18}"
+            )
+
+
+def latency(runs: list[dict[str, Any]]) -> str:
+    """Median p50 / p99 in ms."""
+    p50 = statistics.median(r["p50_ms"] for r in runs)
+    p99 = statistics.median(r["p99_ms"] for r in runs)
+    return f"{p50:.2f}/{p99:.1f}"
 
 
 def main() -> int:
@@ -178,27 +205,40 @@ def main() -> int:
         action="store_true",
         help="also measure benchmarks/bare_server.py (gRPC alone, answers from a cache)",
     )
+    parser.add_argument(
+        "--peers",
+        nargs="+",
+        choices=peers.PEERS,
+        default=[],
+        help="also measure these servers of the same model file, right after ours each time",
+    )
     parser.add_argument("--target", help="an already running server (default: start one)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--server-args", default="", help="extra flags for the started server")
     args = parser.parse_args()
+    if problem := peers.missing(args.peers):
+        parser.error(problem)
 
     model_path = ROOT / "model_store" / args.model / str(args.version) / "model.onnx"
     server = (
         None if args.target else ServerProcess("--models", args.model, *args.server_args.split())
     )
     target = args.target or (server.address if server else "")
-    bare = None
-    try:
-        bare = start_bare(target, args.model) if args.floor else None
-        bare_target = f"127.0.0.1:{bare[1]}" if bare else None
-        repetitions = [measure(args, target, model_path, bare_target) for _ in range(args.repeat)]
-    finally:
-        if bare:
-            bare[0].terminate()
-            bare[0].wait(10)
+    with contextlib.ExitStack() as stack:
         if server:
-            server.stop()
+            stack.callback(server.stop)
+        bare = stack.enter_context(peers.bare(target, args.model)) if args.floor else None
+        started = [
+            stack.enter_context(peers.peer(name, args.model, args.version))
+            for name in dict.fromkeys(args.peers)
+        ]
+        for peer in started:
+            print(f"{peer.name} serving on port {peer.port}, started in {peer.start_s:.1f} s")
+        others = {peer.name: peer.target for peer in started}
+        repetitions = [
+            measure(args, target, model_path, bare.target if bare else None, others)
+            for _ in range(args.repeat)
+        ]
 
     client = (
         "perf_analyzer" if args.client == "perf_analyzer" else f"{args.connections} connection(s)"
@@ -241,9 +281,12 @@ def main() -> int:
                 f"{statistics.median(b['p99_ms'] for b in bares):>8.3f} "
                 f"{statistics.median(r['p50_ms'] - r['bare']['p50_ms'] for r in runs):>14.3f}"
             )
+    if others:
+        print_peers(args.concurrency, list(others), repetitions)
     if args.json:
         settings = {k: v for k, v in vars(args).items() if k != "json"}
-        report = {"settings": settings, "repetitions": repetitions}
+        start_s = {peer.name: peer.start_s for peer in started}
+        report = {"settings": settings, "start_s": start_s, "repetitions": repetitions}
         args.json.write_text(json.dumps(report, indent=2, default=str))
     return 0
 

@@ -1,23 +1,42 @@
-"""The benchmark scripts still run and report what the README says they do (no speed checks)."""
+"""The benchmark scripts still run and report what the README says they do (no speed checks),
+and the peers they measure ours against answer what ours answers."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
-from tests.integration.server import ROOT
+import grpc
+import numpy as np
+import pytest
+
+from benchmarks import peers
+from service._proto.inference import grpc_service_pb2 as v2
+from service._proto.inference import grpc_service_pb2_grpc as v2_grpc
+from tests.integration.server import ROOT, ServerProcess
+
+
+def run_benchmark(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "server_vs_inprocess.py"),
+         "--model", "mlp", "--seconds", "0.5", "--concurrency", "1", "4", *args],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+
+
+def assert_measured(measured: dict[str, object]) -> None:
+    assert measured["errors"] == {}
+    assert isinstance(measured["requests_per_s"], float) and measured["requests_per_s"] > 0
+    p50, p99 = measured["p50_ms"], measured["p99_ms"]
+    assert isinstance(p50, float) and isinstance(p99, float) and 0 < p50 <= p99
 
 
 def test_server_vs_inprocess_with_the_bare_floor_reports_every_run(tmp_path: Path) -> None:
     report = tmp_path / "bench.json"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "server_vs_inprocess.py"),
-         "--model", "mlp", "--seconds", "0.5", "--concurrency", "1", "4", "--floor",
-         "--json", str(report)],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+    done = run_benchmark("--floor", "--json", str(report))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "bare gRPC server" in done.stdout
     (repetition,) = json.loads(report.read_text())["repetitions"]
@@ -25,7 +44,90 @@ def test_server_vs_inprocess_with_the_bare_floor_reports_every_run(tmp_path: Pat
     runs = repetition["runs"]
     assert [run["concurrency"] for run in runs] == [1, 4]
     for run in runs:
-        for measured in (run, run["bare"]):
-            assert measured["errors"] == {}
-            assert measured["requests_per_s"] > 0
-            assert 0 < measured["p50_ms"] <= measured["p99_ms"]
+        assert_measured(run)
+        assert_measured(run["bare"])
+
+
+def test_server_vs_inprocess_with_the_straight_line_peer_reports_ours_over_peer(
+    tmp_path: Path,
+) -> None:
+    report = tmp_path / "bench.json"
+    done = run_benchmark("--peers", "straight-line", "--repeat", "2", "--json", str(report))
+    assert done.returncode == 0, done.stdout + done.stderr
+    header, *rows = done.stdout.split("ours ÷ peer is of requests/s:\n")[1].splitlines()
+    assert header.split()[:2] == ["concurrency", "peer"]
+    assert [row.split()[:2] for row in rows] == [["1", "straight-line"], ["4", "straight-line"]]
+    written = json.loads(report.read_text())
+    assert written["start_s"]["straight-line"] > 0
+    assert len(written["repetitions"]) == 2
+    for repetition in written["repetitions"]:
+        for run in repetition["runs"]:
+            measured = run["peers"]["straight-line"]
+            assert_measured(measured)
+            assert measured["ours_over_peer"] == pytest.approx(
+                run["requests_per_s"] / measured["requests_per_s"]
+            )
+
+
+def infer(target: str, model: str, images: np.ndarray, outputs: list[str]) -> v2.ModelInferResponse:
+    request = v2.ModelInferRequest(model_name=model)
+    request.inputs.add(name="image", datatype="FP32", shape=list(images.shape))
+    request.raw_input_contents.append(images.astype(np.float32).tobytes())
+    for name in outputs:
+        request.outputs.add(name=name)
+    with grpc.insecure_channel(target) as channel:
+        response: v2.ModelInferResponse = v2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
+            request, timeout=30
+        )
+    return response
+
+
+def tensors(response: v2.ModelInferResponse) -> dict[str, np.ndarray]:
+    return {
+        out.name: np.frombuffer(raw, dtype="<f4").reshape(list(out.shape))
+        for out, raw in zip(response.outputs, response.raw_output_contents, strict=True)
+    }
+
+
+@pytest.fixture(scope="module")
+def straight_line() -> Iterator[peers.Peer]:
+    with peers.peer("straight-line", "convnet", 2) as peer:
+        yield peer
+
+
+def test_straight_line_peer_answers_what_the_server_answers(
+    server: ServerProcess, straight_line: peers.Peer
+) -> None:
+    images = np.random.default_rng(3).random((3, 1, 28, 28), dtype=np.float32)
+    images[0, 0, 0, :3] = [np.nan, np.inf, -np.inf]  # sanitised alike: 0, 1, 0
+    names = ["probabilities", "not_digit"]
+    ours = tensors(infer(server.address, "convnet", images, names))
+    theirs = tensors(infer(straight_line.target, "convnet", images, names))
+    assert list(theirs) == names
+    for name in names:
+        assert theirs[name].shape == ours[name].shape
+        np.testing.assert_allclose(theirs[name], ours[name], rtol=1e-5, atol=1e-6)
+
+
+def test_straight_line_peer_refuses_an_unknown_model_and_a_wrong_shape(
+    straight_line: peers.Peer,
+) -> None:
+    with pytest.raises(grpc.RpcError) as unknown:
+        infer(straight_line.target, "mlp", np.zeros((1, 1, 28, 28)), [])
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as wrong:
+        infer(straight_line.target, "convnet", np.zeros((1, 28, 28)), [])
+    assert wrong.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.skipif(not peers.TRITON_PYTHON.exists(), reason="no .venv-triton (make triton-peer)")
+def test_triton_peer_answers_what_the_server_answers(server: ServerProcess) -> None:
+    images = np.random.default_rng(4).random((2, 1, 28, 28), dtype=np.float32)
+    names = ["probabilities", "not_digit"]
+    ours = tensors(infer(server.address, "mlp", images, names))
+    with peers.peer("triton", "mlp", 2) as triton:
+        theirs = tensors(infer(triton.target, "mlp", images, names))
+    assert sorted(theirs) == sorted(names)
+    np.testing.assert_allclose(theirs["probabilities"], ours["probabilities"], rtol=1e-5)
+    # Triton declares a per-image scalar as dims [1]: [N,1] where ours answers [N].
+    np.testing.assert_allclose(theirs["not_digit"].reshape(-1), ours["not_digit"], rtol=1e-5)
