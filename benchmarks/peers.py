@@ -1,8 +1,9 @@
 """The servers the benchmark measures beside ours, each a child process on a free port.
 
-Each prints `port N` on stdout once it serves (its logs go to a temporary file, shown when it
-fails to start): the bare floor (bare_server.py, answers copied from our running server), the
-straight-line peer (straight_line.py) and Triton (triton_peer.py, under .venv-triton).
+Each prints `port N` on stdout once it serves; the rest of its output goes to a temporary file,
+shown when it fails to start. They are the bare floor (bare_server.py, answers copied from our
+running server), the straight-line peer (straight_line.py) and Triton (triton_peer.py, under
+.venv-triton).
 """
 
 from __future__ import annotations
@@ -51,29 +52,33 @@ class Peer:
                 self.process.wait(10)
 
 
-def start(name: str, command: list[str], timeout: float = 120) -> Peer:
-    """Run `command` and wait for its `port N` line; killed and reported if none comes in time."""
+def start(name: str, command: list[str], timeout: float = 60) -> Peer:
+    """Run `command` and wait for its `port N` line; stopped and reported if none comes in time
+    (Triton takes about 4 s here; one start in about 30 hung, see triton_peer.py)."""
     # Lives as long as the process, which writes to it; closed when garbage-collected.
     log = tempfile.TemporaryFile("w+")  # noqa: SIM115
     started = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
     assert process.stdout is not None
-    # Killing it ends the readline below with EOF, so a hung start-up cannot block us.
-    timer = threading.Timer(timeout, process.kill)
+    peer = Peer(name, process, 0, 0.0)
+    # Stopping it ends the loop below with EOF, so a hung start-up cannot block us; SIGTERM
+    # first, so that PyTriton removes its workspace.
+    timer = threading.Timer(timeout, peer.stop, kwargs={"timeout": 15})
     timer.start()
     try:
         for line in process.stdout:
+            log.write(line)  # PyTriton prints tritonserver's log on stdout
             if line.startswith("port "):
                 elapsed = time.monotonic() - started
                 # Whatever it prints later goes to its log, so a full pipe never blocks it.
                 drain = threading.Thread(target=shutil.copyfileobj, args=(process.stdout, log))
                 drain.daemon = True
                 drain.start()
-                return Peer(name, process, int(line.split()[1]), elapsed)
+                peer.port, peer.start_s = int(line.split()[1]), elapsed
+                return peer
     finally:
         timer.cancel()
-    process.kill()
-    process.wait(10)
+    peer.stop(timeout=15)
     log.seek(0)
     tail = "".join(log.readlines()[-30:])
     raise SystemExit(f"{name} did not start (exit {process.returncode}):\n{tail}")

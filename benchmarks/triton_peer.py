@@ -10,6 +10,10 @@ onnxruntime CPU session. gRPC listens on a free port of 127.0.0.1, and `port N` 
 stdout when the model is ready; HTTP and metrics get free ports of their own. Runs under
 .venv-triton (made from /usr/bin/python3: the Python-backend stub links Debian's libpython3.11),
 not the project's venv.
+
+Start-up takes 3.5-4 s here (tritonserver, then the Python-backend stub connecting back to this
+process). One start in about 30 hung: its workspace had the model's config and server sockets
+but no data socket (PyTriton's tensor store never came up); peers.start gives up after 60 s.
 """
 
 from __future__ import annotations
