@@ -1,9 +1,10 @@
 """Dynamic batcher, one per model, in Triton's words: max batch size, queue delay, queue size.
 
-Requests queue their rows; batches of at most `max_batch_size` rows run the blocking `infer` on
-a worker thread, one at a time: a loop task starts one when work finds the runtime idle, and a
-finished batch starts the next itself. Each request gets back exactly its own rows of exactly the
-outputs it asked for. Nothing here knows gRPC or ONNX.
+Requests queue their rows; batches of at most `max_batch_size` rows run the blocking `infer`
+one at a time: a loop task starts one when work finds the runtime idle, and a finished batch
+starts the next itself. A batch runs on the model's worker thread, or on the event loop when it
+is predicted to cost less than the hand-off would (`service.inline`). Each request gets back
+exactly its own rows of exactly the outputs it asked for. Nothing here knows gRPC or ONNX.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from service.errors import DeadlineExceeded, InvalidInput, ModelFailed, QueueFull, Unavailable
+from service.inline import WATCHDOG, CostModel, Interrupt, Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,18 @@ Infer = Callable[[FloatArray, frozenset[str]], Mapping[str, FloatArray]]
 in fresh arrays (callers get them or slices of them, so they must not be reused buffers)."""
 
 
+class InlineRuntime(Protocol):
+    """A runtime that can also run on the event loop's thread, interruptibly."""
+
+    def interrupt(self) -> Interrupt:
+        """A fresh flag for one run."""
+
+    def run_inline(
+        self, batch: FloatArray, outputs: frozenset[str], interrupt: Interrupt
+    ) -> Mapping[str, FloatArray]:
+        """As `Infer`; raises soon after `interrupt.terminate` is set."""
+
+
 @dataclass(frozen=True)
 class BatchingConfig:
     max_batch_size: int = 64
@@ -41,9 +55,19 @@ class BatchingConfig:
     """Seconds a batch may wait to fill, from its oldest request; 0 runs what is queued at once."""
     max_queue_size: int = 1024
     """Most rows waiting; a request that would exceed it fails at once with QueueFull."""
+    max_inline_cost: float = 0.0
+    """Seconds: a batch predicted to cost at most this runs on the event loop, not the model's
+    thread (0: never). Needs an interruptible runtime."""
+    inline_limit: float = 0.01
+    """Seconds an inline run may take before the watchdog interrupts it; it then reruns on the
+    model's thread."""
 
     def __post_init__(self) -> None:
-        if self.max_batch_size < 1 or self.max_queue_size < 1 or self.max_queue_delay < 0:
+        if (
+            self.max_batch_size < 1
+            or self.max_queue_size < 1
+            or min(self.max_queue_delay, self.max_inline_cost, self.inline_limit) < 0
+        ):
             raise ValueError(f"invalid batching config: {self}")
 
 
@@ -71,6 +95,8 @@ class BatcherStats:
     requests_rejected: int = 0  # QueueFull
     rows_inferred: int = 0  # Triton's inference_count
     batches_executed: int = 0  # Triton's execution_count
+    batches_inline: int = 0  # of those, run on the event loop
+    inline_interrupted: int = 0  # inline runs the watchdog cut short (then run on the thread)
     queue_ns: int = 0  # summed over requests, enqueue → first batch start
     compute_ns: int = 0  # summed over batches, time inside `infer`
     last_inference_ms: int = 0  # wall clock (ms since the epoch) of the last batch's end
@@ -84,7 +110,10 @@ class _Request:
     future: asyncio.Future[Outputs]
     enqueued: float
     taken: int = 0  # rows already placed in a batch
-    parts: list[Outputs] | None = None  # results of earlier batches, when split
+    # When split: (first row, outputs) of the parts answered so far, in whatever order the
+    # batches end (a chained inline batch is answered before the one that chained it).
+    parts: list[tuple[int, Outputs]] | None = None
+    answered: int = 0  # rows of those parts
 
 
 # (request, first row of the request, row count) for each slice of a batch, in batch order.
@@ -109,7 +138,11 @@ class DynamicBatcher:
         observer: BatchObserver | None = None,
         executor: ThreadPoolExecutor | None = None,
         row_shape: tuple[int, ...] = (1, 28, 28),
+        inline: InlineRuntime | None = None,
+        watchdog: Watchdog = WATCHDOG,
     ) -> None:
+        """Without `inline`, or with `config.max_inline_cost` 0, every batch runs on the
+        worker thread."""
         self.name = name
         self.config = config or BatchingConfig()
         self._infer = infer
@@ -127,6 +160,10 @@ class DynamicBatcher:
         self._task: asyncio.Task[None] | None = None
         self._running: _Batch | None = None  # on the worker thread; its callers fail on abort
         self._stats = BatcherStats()
+        self._inline = inline if self.config.max_inline_cost > 0 else None
+        self._costs = CostModel()
+        self._watchdog = watchdog
+        self._watch = watchdog.watch() if self._inline else None
 
     @property
     def queued_rows(self) -> int:
@@ -157,6 +194,8 @@ class DynamicBatcher:
                     await task
         if self._own_executor:
             self._executor.shutdown(wait=False)  # a batch still on the thread may finish alone
+        if self._watch is not None:
+            self._watchdog.forget(self._watch)
 
     def check_room(self, n: int) -> None:
         """Raise what `submit` would for `n` more rows, without queueing: lets callers refuse
@@ -240,14 +279,15 @@ class DynamicBatcher:
         while await self._wait_until_ready():
             self._launch()
 
-    def _finished(self, batch: _Batch, done: Future[_Outcome]) -> None:
-        """On the loop, as soon as the worker thread is done: the runtime is free, so give it
-        the next batch, then answer this one's callers."""
+    def _finished(self, batch: _Batch, outcome: _Outcome, chain: bool = True) -> None:
+        """On the loop, as soon as the batch is done: the runtime is free, so give it the next
+        batch (`chain`; else leave that to the loop task), then answer this one's callers."""
         if self._running is not batch:
             return  # the loop ended (grace ran out) and failed its callers already
-        outputs, seconds = done.result()  # `_call` returns its exception instead of raising
+        outputs, seconds = outcome
+        self._costs.observe(batch.size, seconds)
         self._running = None
-        if not (self._ready_now() and self._launch()):
+        if not (chain and self._ready_now() and self._launch()):
             self._wake.set()  # the loop waits for work, a queue delay, or its stop
         self._deliver(batch, outputs, seconds)
 
@@ -318,20 +358,60 @@ class DynamicBatcher:
         else:
             rows = np.concatenate([r.rows[s : s + c] for r, s, c in segments])
         batch = self._running = _Batch(segments, size, waits)
+        if self._inline is not None:
+            predicted = self._costs.predict(size)
+            if predicted is not None and predicted <= self.config.max_inline_cost:
+                self._run_inline(batch, rows, wanted)
+                return batch
+        self._run_on_thread(batch, rows, wanted)
+        return batch
+
+    def _run_on_thread(self, batch: _Batch, rows: FloatArray, wanted: frozenset[str]) -> None:
         loop = asyncio.get_running_loop()
 
         def on_done(done: Future[_Outcome]) -> None:  # on the worker thread
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-                loop.call_soon_threadsafe(self._finished, batch, done)
+                loop.call_soon_threadsafe(self._finished, batch, done.result())
 
         self._executor.submit(self._call, rows, wanted).add_done_callback(on_done)
-        return batch
 
-    def _call(self, rows: FloatArray, wanted: frozenset[str]) -> _Outcome:
-        """On the worker thread: run the model; returns (outputs or the exception, seconds)."""
+    def _run_inline(self, batch: _Batch, rows: FloatArray, wanted: frozenset[str]) -> None:
+        """Run on the loop's thread, watched, and answer at once; the next batch starts from the
+        loop task, after the calls that arrived meanwhile have queued. An interrupted run goes
+        to the thread."""
+        assert self._inline is not None and self._watch is not None
+        interrupt = self._inline.interrupt()
+        self._watch.arm(interrupt, time.monotonic() + self.config.inline_limit)
+        try:
+            outcome = self._call(rows, wanted, interrupt)
+        finally:
+            self._watch.disarm()
+        if interrupt.terminate:
+            result, seconds = outcome
+            self._costs.overran(batch.size, seconds)  # keeps this size on the thread for now
+            self._stats.inline_interrupted += 1
+            log.warning(
+                "%s: a batch of %d rows ran %.1f ms on the event loop (limit %.1f ms); "
+                "running it on the model's thread instead",
+                self.name, batch.size, seconds * 1e3, self.config.inline_limit * 1e3,
+            )  # fmt: skip
+            if isinstance(result, Exception):
+                self._run_on_thread(batch, rows, wanted)
+                return
+        self._stats.batches_inline += 1
+        self._finished(batch, outcome, chain=False)
+
+    def _call(
+        self, rows: FloatArray, wanted: frozenset[str], interrupt: Interrupt | None = None
+    ) -> _Outcome:
+        """Run the model (inline with an `interrupt`); returns (outputs or exception, seconds)."""
         started = time.monotonic()
         try:
-            outputs = self._infer(rows, wanted)
+            if interrupt is None:
+                outputs = self._infer(rows, wanted)
+            else:
+                assert self._inline is not None
+                outputs = self._inline.run_inline(rows, wanted, interrupt)
             for key in wanted:
                 if outputs[key].shape[0] != rows.shape[0]:
                     raise ValueError(f"{key}: {outputs[key].shape[0]} rows for {len(rows)}")
@@ -371,9 +451,12 @@ class DynamicBatcher:
             else:
                 # Views for now: the join below copies once all parts are in.
                 parts = request.parts = request.parts or []
-                parts.append({k: outputs[k][offset:end] for k in request.outputs})
-                if start + count == request.rows.shape[0]:
-                    future.set_result({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+                parts.append((start, {k: outputs[k][offset:end] for k in request.outputs}))
+                request.answered += count
+                if request.answered == request.rows.shape[0]:
+                    parts.sort(key=lambda part: part[0])
+                    joined = {k: np.concatenate([p[k] for _, p in parts]) for k in request.outputs}
+                    future.set_result(joined)
                     request.parts = None
                     stats.requests_succeeded += 1
             offset = end

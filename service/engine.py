@@ -58,6 +58,7 @@ class Engine:
                 batching,
                 name=f"{m.name}-v{m.version}",
                 observer=_PrometheusObserver(metrics, m.name),
+                inline=m.runtime,
             )
             for m in registry.all()
         }

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from service.errors import NotFound
 from service.runtime import OnnxModel
 
@@ -155,9 +153,7 @@ def load_registry(
             try:
                 model = load_version(version_dir, **runtime_options)
                 if warmup:
-                    model.runtime.run(
-                        np.zeros((1, 1, 28, 28), np.float32), frozenset(model.outputs)
-                    )
+                    model.runtime.warm_up()
             except Exception as exc:
                 log.error("model %s not loaded: %s", where, exc)
                 registry.failures.append(LoadFailure(model_dir.name, version_dir.name, str(exc)))

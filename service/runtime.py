@@ -67,8 +67,24 @@ def choose_device(device: str, device_id: int) -> DeviceChoice:
     return _choice
 
 
+def session_options(
+    intra_op_threads: int, inter_op_threads: int, spin_wait: bool
+) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = inter_op_threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    spin = "1" if spin_wait else "0"
+    options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    options.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    # Errors reach us as exceptions; onnxruntime's own warnings would only repeat them.
+    options.log_severity_level = 3
+    return options
+
+
 class OnnxModel:
-    """One loaded graph. `run` blocks; callers keep it off the event loop."""
+    """One loaded graph. `run` blocks, for the model's own thread; with `inline`, `run_inline`
+    is for the event loop's thread (see service.inline)."""
 
     def __init__(
         self,
@@ -79,17 +95,10 @@ class OnnxModel:
         intra_op_threads: int = 0,
         inter_op_threads: int = 1,
         spin_wait: bool = True,
+        inline: bool = False,
     ) -> None:
         choice = choose_device(device, device_id)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = inter_op_threads
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        spin = "1" if spin_wait else "0"
-        options.add_session_config_entry("session.intra_op.allow_spinning", spin)
-        options.add_session_config_entry("session.inter_op.allow_spinning", spin)
-        # Errors reach us as exceptions; onnxruntime's own warnings would only repeat them.
-        options.log_severity_level = 3
+        options = session_options(intra_op_threads, inter_op_threads, spin_wait)
         self.session = ort.InferenceSession(str(path), options, providers=choice.providers)
         used = self.session.get_providers()
         self.provider = used[0]
@@ -102,8 +111,45 @@ class OnnxModel:
             o.name: [d if isinstance(d, int) else -1 for d in o.shape]
             for o in self.session.get_outputs()
         }
+        # On the loop's thread a run should wake no other thread: a CPU session of its own
+        # with one thread (a tiny model's run is shorter than waking a pool thread).
+        self.inline_session = self.session
+        if inline and self.device == "CPU" and intra_op_threads != 1:
+            self.inline_session = ort.InferenceSession(
+                str(path), session_options(1, 1, spin_wait=False), providers=[CPU]
+            )
 
     def run(self, batch: FloatArray, outputs: frozenset[str]) -> dict[str, FloatArray]:
+        return self._run(self.session, batch, outputs, None)
+
+    def run_inline(
+        self, batch: FloatArray, outputs: frozenset[str], interrupt: ort.RunOptions
+    ) -> dict[str, FloatArray]:
+        """`interrupt` (from `interrupt()`): setting its `terminate` makes the run raise soon,
+        between two of the graph's operators."""
+        return self._run(self.inline_session, batch, outputs, interrupt)
+
+    def warm_up(self) -> None:
+        """Run once (each session), so the first request pays no initialisation."""
+        zeros = np.zeros((1, 1, 28, 28), np.float32)
+        for session in {id(s): s for s in (self.session, self.inline_session)}.values():
+            self._run(session, zeros, frozenset(self.output_names), None)
+
+    def _run(
+        self,
+        session: ort.InferenceSession,
+        batch: FloatArray,
+        outputs: frozenset[str],
+        interrupt: ort.RunOptions | None,
+    ) -> dict[str, FloatArray]:
         names = [n for n in self.output_names if n in outputs]
-        values = self.session.run(names, {self.input_name: batch})
+        values = session.run(names, {self.input_name: batch}, interrupt)
         return dict(zip(names, values, strict=True))
+
+    @staticmethod
+    def interrupt() -> ort.RunOptions:
+        """A fresh flag for one `run`; an interrupted run is the caller's to report, so
+        onnxruntime's own error line is silenced."""
+        options = ort.RunOptions()
+        options.log_severity_level = 4
+        return options

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     """How long a batch may wait to fill, in microseconds; 0 runs whatever is queued at once."""
     max_queue_size: int = Field(4096, ge=1)
     """Most images waiting per model; beyond it requests fail with RESOURCE_EXHAUSTED."""
+    max_inline_cost_us: int = Field(200, ge=0)
+    """Batches predicted to take at most this many us run on the event loop, not a thread; 0: no."""
 
     max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     """Largest gRPC message received or sent (requests with layer tensors can be large)."""

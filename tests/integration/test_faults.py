@@ -21,6 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -151,35 +152,37 @@ def test_good_versions_serve_beside_broken_ones(broken_store: LocalServer) -> No
 
 
 class Faults:
-    """Wraps the real `OnnxModel.run`: POISON rows make onnxruntime raise, STALL rows wait."""
+    """Wraps the real `OnnxModel.run` and `run_inline`: POISON rows make onnxruntime raise,
+    STALL rows wait (interruptibly, as onnxruntime's own runs are between operators: on the
+    event loop the watchdog cuts one short and it reruns on the model's thread)."""
 
     def __init__(self) -> None:
         self.gate = threading.Event()
         self.stalled = threading.Event()
-        self.original = OnnxModel.run
 
-    def run(
-        self, model: OnnxModel, batch: FloatArray, outputs: frozenset[str]
-    ) -> dict[str, FloatArray]:
-        corner = batch[:, 0, 0, 0]
-        if (corner == POISON).any():
-            names = [n for n in model.output_names if n in outputs]
-            model.session.run(names, {model.input_name: batch[:, :, :27, :]})  # raises
-            raise AssertionError("onnxruntime accepted a 27-row image")
-        if (corner == STALL).any():
-            self.stalled.set()
-            self.gate.wait(10)  # bounded: a broken test must not hang the suite
-        return self.original(model, batch, outputs)
+    def wrap(self, original: Callable[..., dict[str, FloatArray]]) -> Callable[..., Any]:
+        def run(model: OnnxModel, batch: FloatArray, *args: Any) -> dict[str, FloatArray]:
+            corner = batch[:, 0, 0, 0]
+            if (corner == POISON).any():
+                model.session.run(None, {model.input_name: batch[:, :, :27, :]})  # raises
+                raise AssertionError("onnxruntime accepted a 27-row image")
+            if (corner == STALL).any():
+                self.stalled.set()
+                interrupt = args[1] if len(args) > 1 else None
+                end = time.monotonic() + 10  # bounded: a broken test must not hang the suite
+                while not self.gate.wait(0.001) and time.monotonic() < end:
+                    if interrupt is not None and interrupt.terminate:
+                        raise RuntimeError("Exiting due to terminate flag being set to true.")
+            return original(model, batch, *args)
+
+        return run
 
 
 @pytest.fixture
 def faults(monkeypatch: pytest.MonkeyPatch) -> Faults:
     wrapper = Faults()
-
-    def run(model: OnnxModel, batch: FloatArray, outputs: frozenset[str]) -> dict[str, FloatArray]:
-        return wrapper.run(model, batch, outputs)  # a plain function, so it binds as a method
-
-    monkeypatch.setattr(OnnxModel, "run", run)
+    monkeypatch.setattr(OnnxModel, "run", wrapper.wrap(OnnxModel.run))
+    monkeypatch.setattr(OnnxModel, "run_inline", wrapper.wrap(OnnxModel.run_inline))
     return wrapper
 
 
@@ -286,6 +289,39 @@ def test_stalled_batch_expires_what_waits_behind_it_then_recovers(faults: Faults
                 np.testing.assert_allclose(probabilities(response), expected, atol=1e-6)
             after = batcher.stats
             assert after.rows_inferred - before.rows_inferred == 5  # the expired rows never ran
+
+    asyncio.run(scenario())
+
+
+def test_a_stall_on_the_event_loop_moves_to_the_thread_and_the_server_keeps_answering(
+    faults: Faults,
+) -> None:
+    """The mlp's batches are cheap enough to run on the event loop; one that stalls there is
+    interrupted by the watchdog and finishes on the model's thread, while health checks and
+    the other model answer."""
+    images = reference.test_images(4)
+
+    async def scenario() -> None:
+        async with running("mlp", "convnet") as (app, target):
+            batcher = app.engine.batcher(app.engine.model("mlp"))
+            async with aio.insecure_channel(target) as channel:
+                stub = v2_grpc.GRPCInferenceServiceStub(channel)
+                for i in range(20):  # the first batches teach the cost model, on the thread
+                    await stub.ModelInfer(request_of(images[i % 4 : i % 4 + 1]), timeout=10)
+                assert batcher.stats.batches_inline >= 5
+                slow = stub.ModelInfer(request_of(marked(STALL)), timeout=15)
+                await poll(lambda: batcher.stats.inline_interrupted == 1)
+                await poll(faults.stalled.is_set)
+                live = await stub.ServerLive(v2.ServerLiveRequest(), timeout=2)
+                assert live.live
+                response = await stub.ModelInfer(request_of(images, "convnet"), timeout=10)
+                expected = reference.run("convnet", images, ["probabilities"])["probabilities"]
+                np.testing.assert_allclose(probabilities(response), expected, atol=1e-5)
+                assert not slow.done()  # still stalled, on the thread now
+                faults.gate.set()
+                answered = await slow
+                expected = reference.run("mlp", marked(STALL), ["probabilities"])["probabilities"]
+                np.testing.assert_allclose(probabilities(answered), expected, atol=1e-6)
 
     asyncio.run(scenario())
 

@@ -21,10 +21,13 @@ def request_of(images: np.ndarray) -> v2.ModelInferRequest:
 
 
 def test_sigterm_finishes_in_flight_requests_and_refuses_new_ones() -> None:
-    # Batches of one image make the queued work last seconds, so the signal lands mid-flight.
+    # Batches of one image, each handed to the model's thread, make the queued work last
+    # seconds, so the signal lands mid-flight.
     server = ServerProcess(
         "--max-batch-size",
         "1",
+        "--max-inline-cost-us",
+        "0",
         "--max-queue-size",
         "100000",
         "--max-images-per-request",

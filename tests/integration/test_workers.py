@@ -104,7 +104,8 @@ def test_connections_spread_over_the_workers_and_every_answer_is_right(
 
 
 def test_sigterm_drains_every_worker_and_the_parent_exits_zero() -> None:
-    # Batches of one image make the work last, so the signal lands while it is in flight.
+    # Batches of one image, each handed to the model's thread, make the work last, so the
+    # signal lands while it is in flight.
     server = ServerProcess(
         "--workers",
         "2",
@@ -112,6 +113,8 @@ def test_sigterm_drains_every_worker_and_the_parent_exits_zero() -> None:
         "mlp",
         "--max-batch-size",
         "1",
+        "--max-inline-cost-us",
+        "0",
         "--max-queue-size",
         "100000",
         "--grace-period-s",
