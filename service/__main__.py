@@ -10,6 +10,7 @@ import sys
 from pydantic import ValidationError
 
 from service.app import App
+from service.loop import new_event_loop
 from service.registry import ManifestError
 from service.settings import Settings
 from service.workers import WorkerRole, supervise
@@ -60,7 +61,8 @@ def main() -> int:
     if settings.workers > 1 and role is None:
         return asyncio.run(supervise(settings, sys.argv[1:]))
     try:
-        asyncio.run(serve(settings, role))
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(serve(settings, role))
     except (RuntimeError, ManifestError) as exc:
         log.error("%s", exc)
         return 1

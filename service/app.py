@@ -74,7 +74,7 @@ class App:
             intra_op_threads=settings.intra_op_threads,
             inter_op_threads=settings.inter_op_threads,
             spin_wait=settings.spin_wait,
-            inline=settings.max_inline_cost_us > 0,
+            inline=max(settings.max_inline_cost_us, settings.max_lone_inline_cost_us) > 0,
         )
         if not registry.models:
             raise RuntimeError(f"no model could be loaded from {settings.model_store}")
@@ -84,6 +84,7 @@ class App:
             max_queue_delay=settings.max_queue_delay_us / 1e6,
             max_queue_size=settings.max_queue_size,
             max_inline_cost=settings.max_inline_cost_us / 1e6,
+            max_lone_inline_cost=settings.max_lone_inline_cost_us / 1e6,
         )
         engine = Engine(registry, batching, metrics, settings.max_images_per_request)
         limits = ImageLimits(

@@ -42,9 +42,10 @@ class InlineRuntime(Protocol):
         """A fresh flag for one run."""
 
     def run_inline(
-        self, batch: FloatArray, outputs: frozenset[str], interrupt: Interrupt
+        self, batch: FloatArray, outputs: frozenset[str], interrupt: Interrupt, cheap: bool
     ) -> Mapping[str, FloatArray]:
-        """As `Infer`; raises soon after `interrupt.terminate` is set."""
+        """As `Infer`; raises soon after `interrupt.terminate` is set. `cheap`: the batch costs
+        less than waking another thread (else it is a lone request's)."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,9 @@ class BatchingConfig:
     max_inline_cost: float = 0.0
     """Seconds: a batch predicted to cost at most this runs on the event loop, not the model's
     thread (0: never). Needs an interruptible runtime."""
+    max_lone_inline_cost: float = 0.0
+    """Seconds: the same for a batch that is one request alone on a quiet server (nothing else
+    to do; see `alone`), which waits for nobody while it runs on the loop."""
     inline_limit: float = 0.01
     """Seconds an inline run may take before the watchdog interrupts it; it then reruns on the
     model's thread."""
@@ -66,7 +70,13 @@ class BatchingConfig:
         if (
             self.max_batch_size < 1
             or self.max_queue_size < 1
-            or min(self.max_queue_delay, self.max_inline_cost, self.inline_limit) < 0
+            or min(
+                self.max_queue_delay,
+                self.max_inline_cost,
+                self.max_lone_inline_cost,
+                self.inline_limit,
+            )
+            < 0
         ):
             raise ValueError(f"invalid batching config: {self}")
 
@@ -139,10 +149,11 @@ class DynamicBatcher:
         executor: ThreadPoolExecutor | None = None,
         row_shape: tuple[int, ...] = (1, 28, 28),
         inline: InlineRuntime | None = None,
+        alone: Callable[[], bool] = lambda: False,
         watchdog: Watchdog = WATCHDOG,
     ) -> None:
-        """Without `inline`, or with `config.max_inline_cost` 0, every batch runs on the
-        worker thread."""
+        """Without `inline`, or with both inline costs 0, every batch runs on the worker
+        thread. `alone()`: whether the server has nothing to do but the request at hand."""
         self.name = name
         self.config = config or BatchingConfig()
         self._infer = infer
@@ -160,7 +171,9 @@ class DynamicBatcher:
         self._task: asyncio.Task[None] | None = None
         self._running: _Batch | None = None  # on the worker thread; its callers fail on abort
         self._stats = BatcherStats()
-        self._inline = inline if self.config.max_inline_cost > 0 else None
+        inline_cost = max(self.config.max_inline_cost, self.config.max_lone_inline_cost)
+        self._inline = inline if inline_cost > 0 else None
+        self._alone = alone
         self._costs = CostModel()
         self._watchdog = watchdog
         self._watch = watchdog.watch() if self._inline else None
@@ -360,8 +373,17 @@ class DynamicBatcher:
         batch = self._running = _Batch(segments, size, waits)
         if self._inline is not None:
             predicted = self._costs.predict(size)
-            if predicted is not None and predicted <= self.config.max_inline_cost:
-                self._run_inline(batch, rows, wanted)
+            if predicted is None:
+                pass
+            elif predicted <= self.config.max_inline_cost:
+                self._run_inline(batch, rows, wanted, cheap=True)
+                return batch
+            elif (
+                predicted <= self.config.max_lone_inline_cost
+                and len(segments) == 1
+                and self._alone()
+            ):
+                self._run_inline(batch, rows, wanted, cheap=False)
                 return batch
         self._run_on_thread(batch, rows, wanted)
         return batch
@@ -375,7 +397,9 @@ class DynamicBatcher:
 
         self._executor.submit(self._call, rows, wanted).add_done_callback(on_done)
 
-    def _run_inline(self, batch: _Batch, rows: FloatArray, wanted: frozenset[str]) -> None:
+    def _run_inline(
+        self, batch: _Batch, rows: FloatArray, wanted: frozenset[str], cheap: bool
+    ) -> None:
         """Run on the loop's thread, watched, and answer at once; the next batch starts from the
         loop task, after the calls that arrived meanwhile have queued. An interrupted run goes
         to the thread."""
@@ -383,7 +407,7 @@ class DynamicBatcher:
         interrupt = self._inline.interrupt()
         self._watch.arm(interrupt, time.monotonic() + self.config.inline_limit)
         try:
-            outcome = self._call(rows, wanted, interrupt)
+            outcome = self._call(rows, wanted, (interrupt, cheap))
         finally:
             self._watch.disarm()
         if interrupt.terminate:
@@ -402,16 +426,16 @@ class DynamicBatcher:
         self._finished(batch, outcome, chain=False)
 
     def _call(
-        self, rows: FloatArray, wanted: frozenset[str], interrupt: Interrupt | None = None
+        self, rows: FloatArray, wanted: frozenset[str], inline: tuple[Interrupt, bool] | None = None
     ) -> _Outcome:
-        """Run the model (inline with an `interrupt`); returns (outputs or exception, seconds)."""
+        """Run the model (`inline`: interrupt, cheap); returns (outputs or exception, seconds)."""
         started = time.monotonic()
         try:
-            if interrupt is None:
+            if inline is None:
                 outputs = self._infer(rows, wanted)
             else:
                 assert self._inline is not None
-                outputs = self._inline.run_inline(rows, wanted, interrupt)
+                outputs = self._inline.run_inline(rows, wanted, *inline)
             for key in wanted:
                 if outputs[key].shape[0] != rows.shape[0]:
                     raise ValueError(f"{key}: {outputs[key].shape[0]} rows for {len(rows)}")

@@ -12,6 +12,7 @@ import numpy as np
 
 from service.batching import BatchingConfig, DynamicBatcher, FloatArray, Outputs
 from service.errors import InvalidInput, NotFound, Unavailable
+from service.loop import quiet
 from service.metrics import Metrics
 from service.registry import ModelVersion, Registry
 
@@ -52,6 +53,7 @@ class Engine:
         self.max_images = max_images_per_request
         self.batching = batching
         self.draining = False
+        self._inflight = 0  # calls inside `infer`, every model
         self.batchers: dict[tuple[str, int], DynamicBatcher] = {
             (m.name, m.version): DynamicBatcher(
                 m.runtime.run,
@@ -59,6 +61,7 @@ class Engine:
                 name=f"{m.name}-v{m.version}",
                 observer=_PrometheusObserver(metrics, m.name),
                 inline=m.runtime,
+                alone=self._alone,
             )
             for m in registry.all()
         }
@@ -118,9 +121,17 @@ class Engine:
         deadline: float | None,
     ) -> Outputs:
         """Rows [n,1,28,28] float32 → the named outputs with n rows (plus `ALWAYS`)."""
-        result = await self.batcher(model).submit(rows, outputs | ALWAYS, deadline)
+        self._inflight += 1
+        try:
+            result = await self.batcher(model).submit(rows, outputs | ALWAYS, deadline)
+        finally:
+            self._inflight -= 1
         self._count(model, result)
         return result
+
+    def _alone(self) -> bool:
+        """One call in the engine and nothing new on the loop since it last waited."""
+        return self._inflight == 1 and quiet()
 
     def _count(self, model: ModelVersion, result: Outputs) -> None:
         counters = self._predictions[model.name]

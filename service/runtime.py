@@ -97,6 +97,7 @@ class OnnxModel:
         spin_wait: bool = True,
         inline: bool = False,
     ) -> None:
+        self.path = path
         choice = choose_device(device, device_id)
         options = session_options(intra_op_threads, inter_op_threads, spin_wait)
         self.session = ort.InferenceSession(str(path), options, providers=choice.providers)
@@ -111,8 +112,8 @@ class OnnxModel:
             o.name: [d if isinstance(d, int) else -1 for d in o.shape]
             for o in self.session.get_outputs()
         }
-        # On the loop's thread a run should wake no other thread: a CPU session of its own
-        # with one thread (a tiny model's run is shorter than waking a pool thread).
+        # A cheap batch on the loop's thread should wake no other thread: a CPU session of its
+        # own with one thread (a tiny model's run is shorter than waking a pool thread).
         self.inline_session = self.session
         if inline and self.device == "CPU" and intra_op_threads != 1:
             self.inline_session = ort.InferenceSession(
@@ -123,11 +124,14 @@ class OnnxModel:
         return self._run(self.session, batch, outputs, None)
 
     def run_inline(
-        self, batch: FloatArray, outputs: frozenset[str], interrupt: ort.RunOptions
+        self, batch: FloatArray, outputs: frozenset[str], interrupt: ort.RunOptions, cheap: bool
     ) -> dict[str, FloatArray]:
-        """`interrupt` (from `interrupt()`): setting its `terminate` makes the run raise soon,
+        """On the event loop's thread: a `cheap` batch on the one-thread session, a lone
+        request's on the model's own (its run replaces the thread's one for one).
+        `interrupt` (from `interrupt()`): setting its `terminate` makes the run raise soon,
         between two of the graph's operators."""
-        return self._run(self.inline_session, batch, outputs, interrupt)
+        session = self.inline_session if cheap else self.session
+        return self._run(session, batch, outputs, interrupt)
 
     def warm_up(self) -> None:
         """Run once (each session), so the first request pays no initialisation."""

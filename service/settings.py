@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     """Most images waiting per model; beyond it requests fail with RESOURCE_EXHAUSTED."""
     max_inline_cost_us: int = Field(200, ge=0)
     """Batches predicted to take at most this many us run on the event loop, not a thread; 0: no."""
+    max_lone_inline_cost_us: int = Field(2000, ge=0)
+    """The same for a lone request on a quiet server (nothing else waits while it runs); 0: no."""
 
     max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     """Largest gRPC message received or sent (requests with layer tensors can be large)."""

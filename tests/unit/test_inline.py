@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -15,6 +16,7 @@ from onnx import helper as h
 
 from service.batching import BatchingConfig, DynamicBatcher
 from service.inline import CostModel
+from service.loop import new_event_loop, quiet
 from service.runtime import OnnxModel
 
 
@@ -132,3 +134,78 @@ def test_an_overlong_inline_run_is_interrupted_and_answered_from_the_thread(
     assert took > 0.2  # the whole run, on the thread: most of a second
     # The loop was held for the inline limit plus the watchdog's period, not for the whole run.
     assert longest_gap < 0.2, f"the event loop stalled for {longest_gap * 1e3:.0f} ms"
+
+
+class CostlyModel:
+    """Rows in, their sums out, taking `seconds` a call: too costly to be 'cheap' inline."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.inline_calls = 0
+
+    def __call__(self, batch: np.ndarray, outputs: frozenset[str]) -> dict[str, np.ndarray]:
+        time.sleep(self.seconds)
+        return {"sums": batch.reshape(len(batch), -1).sum(axis=1)}
+
+    def interrupt(self) -> SimpleNamespace:
+        return SimpleNamespace(terminate=False)
+
+    def run_inline(
+        self, batch: np.ndarray, outputs: frozenset[str], interrupt: object, cheap: bool
+    ) -> dict[str, np.ndarray]:
+        assert not cheap
+        self.inline_calls += 1
+        return self(batch, outputs)
+
+
+def test_a_lone_request_on_a_quiet_loop_runs_inline_and_a_crowd_does_not() -> None:
+    model = CostlyModel(0.002)
+    config = BatchingConfig(max_inline_cost=0.0001, max_lone_inline_cost=0.01)
+    inflight = 0
+    batcher = DynamicBatcher(
+        model, config, name="costly", inline=model, alone=lambda: inflight == 1 and quiet()
+    )
+    row = np.ones((1, 1, 28, 28), np.float32)
+
+    async def call() -> None:
+        nonlocal inflight
+        inflight += 1
+        try:
+            await batcher.submit(row, frozenset({"sums"}))
+        finally:
+            inflight -= 1
+
+    async def main() -> tuple[int, int]:
+        batcher.start()
+        try:
+            await call()  # the first runs on the thread and teaches the cost model
+            for _ in range(5):
+                await asyncio.sleep(0.003)  # the loop waits: quiet
+                await call()
+            lone = model.inline_calls
+            await asyncio.gather(*(call() for _ in range(8)))
+            return lone, model.inline_calls - lone
+        finally:
+            await batcher.stop(grace=5)
+
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        lone, crowd = runner.run(main())
+    assert lone == 5
+    assert crowd == 0  # eight at once: batched on the thread
+
+    # On a loop that cannot say it is quiet, nothing is lone.
+    model.inline_calls = 0
+    batcher = DynamicBatcher(
+        model, config, name="costly", inline=model, alone=lambda: inflight == 1 and quiet()
+    )
+
+    async def plain() -> None:
+        batcher.start()
+        try:
+            for _ in range(4):
+                await call()
+        finally:
+            await batcher.stop(grace=5)
+
+    asyncio.run(plain())
+    assert model.inline_calls == 0
