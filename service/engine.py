@@ -12,7 +12,7 @@ import numpy as np
 
 from service.batching import BatchingConfig, DynamicBatcher, FloatArray, Outputs
 from service.errors import InvalidInput, NotFound, Unavailable
-from service.loop import quiet
+from service.loop import claim_quiet
 from service.metrics import Metrics
 from service.registry import ModelVersion, Registry
 
@@ -130,8 +130,8 @@ class Engine:
         return result
 
     def _alone(self) -> bool:
-        """One call in the engine and nothing new on the loop since it last waited."""
-        return self._inflight == 1 and quiet()
+        """One call in the engine, the first since the loop woke, and nothing new since."""
+        return self._inflight == 1 and claim_quiet()
 
     def _count(self, model: ModelVersion, result: Outputs) -> None:
         counters = self._predictions[model.name]

@@ -1,11 +1,11 @@
 """The server's event loop, with a selector that can tell whether the loop is quiet.
 
 "Quiet" means that since the loop last waited for I/O, nothing more has arrived: the request
-being handled now is the only thing the server has to do. Only the selector knows this, because
-calls that gRPC has received but not yet handed to a handler are invisible from Python: under
-load they wait behind whatever the loop is doing, and a request that looks alone may have many
-behind it. The batcher runs a lone request's batch on the loop only when the loop is quiet
-(see service.inline).
+being handled now, the first since the wake, is the only thing the server has to do. Only the
+selector knows this, because calls that gRPC has received but not yet handed to a handler are
+invisible from Python: under load they wait behind whatever the loop is doing, and a request
+that looks alone may have many behind it. The batcher runs a lone request's batch on the loop
+only when the loop is quiet (see service.inline).
 """
 
 from __future__ import annotations
@@ -39,8 +39,12 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
-def quiet() -> bool:
-    """Whether the running loop (one of `new_event_loop`'s) has had nothing new since it woke;
-    False on any other loop."""
+def claim_quiet() -> bool:
+    """Whether the running loop (one of `new_event_loop`'s) has had nothing new since it woke,
+    and if so, make it not quiet until it next waits: what woke it may have been several calls
+    at once, and only the first may count itself alone. False on any other loop."""
     selector = _selectors.get(asyncio.get_running_loop())
-    return selector is not None and selector.quiet
+    if selector is None or not selector.quiet:
+        return False
+    selector.quiet = False
+    return True

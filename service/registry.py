@@ -12,6 +12,7 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ class ModelVersion:
     manifest: dict[str, Any]
     runtime: OnnxModel
 
-    @property
+    @cached_property
     def outputs(self) -> dict[str, list[int]]:
         """Output name → shape with -1 for the batch, in graph order."""
         return {o["name"]: o["shape"] for o in self.manifest["outputs"]}

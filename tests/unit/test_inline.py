@@ -16,7 +16,7 @@ from onnx import helper as h
 
 from service.batching import BatchingConfig, DynamicBatcher
 from service.inline import CostModel
-from service.loop import new_event_loop, quiet
+from service.loop import claim_quiet, new_event_loop
 from service.runtime import OnnxModel
 
 
@@ -163,7 +163,7 @@ def test_a_lone_request_on_a_quiet_loop_runs_inline_and_a_crowd_does_not() -> No
     config = BatchingConfig(max_inline_cost=0.0001, max_lone_inline_cost=0.01)
     inflight = 0
     batcher = DynamicBatcher(
-        model, config, name="costly", inline=model, alone=lambda: inflight == 1 and quiet()
+        model, config, name="costly", inline=model, alone=lambda: inflight == 1 and claim_quiet()
     )
     row = np.ones((1, 1, 28, 28), np.float32)
 
@@ -196,7 +196,7 @@ def test_a_lone_request_on_a_quiet_loop_runs_inline_and_a_crowd_does_not() -> No
     # On a loop that cannot say it is quiet, nothing is lone.
     model.inline_calls = 0
     batcher = DynamicBatcher(
-        model, config, name="costly", inline=model, alone=lambda: inflight == 1 and quiet()
+        model, config, name="costly", inline=model, alone=lambda: inflight == 1 and claim_quiet()
     )
 
     async def plain() -> None:
