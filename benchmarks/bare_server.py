@@ -60,11 +60,11 @@ class Cached(v2_grpc.GRPCInferenceServiceServicer):
         return self.answers["ModelInfer"]
 
 
-async def serve(answers: dict[str, Any]) -> None:
+async def serve(servicer: v2_grpc.GRPCInferenceServiceServicer) -> None:
+    """Serve `servicer` on a free port of 127.0.0.1, printing `port N` once it does (the
+    benchmark's peers all start this way)."""
     server = aio.server()
-    # Only the four RPCs that perf_analyzer and the benchmark call; the rest stay unimplemented.
-    cached = Cached(answers)  # type: ignore[abstract]
-    v2_grpc.add_GRPCInferenceServiceServicer_to_server(cached, server)
+    v2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     print(f"port {port}", flush=True)
@@ -76,7 +76,8 @@ def main() -> None:
     parser.add_argument("--source", required=True, help="a running digits-serving server")
     parser.add_argument("--model", default="convnet")
     args = parser.parse_args()
-    asyncio.run(serve(copied(args.source, args.model)))
+    # Only the four RPCs that perf_analyzer and the benchmark call; the rest stay unimplemented.
+    asyncio.run(serve(Cached(copied(args.source, args.model))))  # type: ignore[abstract]
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from grpc import aio
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.bare_server import serve  # noqa: E402
 from service._proto.inference import grpc_service_pb2 as v2  # noqa: E402
 from service._proto.inference import grpc_service_pb2_grpc as v2_grpc  # noqa: E402
 from service._proto.inference import model_config_pb2 as mc  # noqa: E402
@@ -133,17 +134,6 @@ class StraightLine(v2_grpc.GRPCInferenceServiceServicer):
         return response
 
 
-async def serve(name: str, version: int, model_path: Path) -> None:
-    server = aio.server()
-    # ModelStreamInfer, ModelStatistics and the repository RPCs stay unimplemented.
-    servicer = StraightLine(name, version, model_path)  # type: ignore[abstract]
-    v2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    print(f"port {port}", flush=True)
-    await server.wait_for_termination()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="convnet")
@@ -151,7 +141,9 @@ def main() -> None:
     parser.add_argument("--model-store", type=Path, default=ROOT / "model_store")
     args = parser.parse_args()
     model_path = args.model_store / args.model / str(args.version) / "model.onnx"
-    asyncio.run(serve(args.model, args.version, model_path))
+    # ModelStreamInfer, ModelStatistics and the repository RPCs stay unimplemented.
+    servicer = StraightLine(args.model, args.version, model_path)  # type: ignore[abstract]
+    asyncio.run(serve(servicer))
 
 
 if __name__ == "__main__":
