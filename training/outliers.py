@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
-from training import data
+from training import data, handwriting
 
 Images = npt.NDArray[np.uint8]
 Kind = Callable[[np.random.Generator, int, Images], Images]
@@ -160,6 +160,7 @@ def generate(
 TRAIN_PER_KIND = 6000
 VAL_PER_KIND = 500
 FASHION_VAL = 5000
+STYLE_TRAIN_PER_KIND = 5000
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,16 @@ class Pools:
     train: Images
     val: Images
     description: dict[str, object]
+    # Digits in other styles, labelled: trained on as digits, and counted as digits in the fit.
+    styles_train: data.Split | None = None
+    styles_val: data.Split | None = None
+
+
+def _joined(splits: dict[str, data.Split]) -> data.Split:
+    return data.Split(
+        np.concatenate([s.images for s in splits.values()]),
+        np.concatenate([s.labels for s in splits.values()]),
+    )
 
 
 def training_pools(fashion_dir: Path, train: data.Split, val: data.Split, seed: int) -> Pools:
@@ -178,9 +189,17 @@ def training_pools(fashion_dir: Path, train: data.Split, val: data.Split, seed: 
     fashion_val, fashion_train = fashion[order[:FASHION_VAL]], fashion[order[FASHION_VAL:]]
     made_train = generate(TRAIN_KINDS, TRAIN_PER_KIND, train.images, seed)
     made_val = generate(TRAIN_KINDS, VAL_PER_KIND, val.images, seed + 1)
+    kinds = handwriting.NON_DIGIT_KINDS
+    drawn_train = handwriting.generate(kinds, TRAIN_PER_KIND, train, seed)
+    drawn_val = handwriting.generate(kinds, VAL_PER_KIND, val, seed + 1)
+    styles = handwriting.style_kinds(system_fonts=True)
+    styles_train = handwriting.generate_styles(styles, STYLE_TRAIN_PER_KIND, train, seed)
+    styles_val = handwriting.generate_styles(styles, VAL_PER_KIND, val, seed + 1)
     return Pools(
-        train=np.concatenate([fashion_train, *made_train.values()]),
-        val=np.concatenate([fashion_val, *made_val.values()]),
+        train=np.concatenate([fashion_train, *made_train.values(), *drawn_train.values()]),
+        val=np.concatenate([fashion_val, *made_val.values(), *drawn_val.values()]),
+        styles_train=_joined(styles_train),
+        styles_val=_joined(styles_val),
         description={
             "fashion_mnist_train": {
                 "train": len(fashion_train),
@@ -192,6 +211,17 @@ def training_pools(fashion_dir: Path, train: data.Split, val: data.Split, seed: 
                 "train_per_kind": TRAIN_PER_KIND,
                 "val_per_kind": VAL_PER_KIND,
             },
-            "held_out_kinds": list(HELD_OUT_KINDS),
+            "handwriting": {
+                "kinds": list(kinds),
+                "train_per_kind": TRAIN_PER_KIND,
+                "val_per_kind": VAL_PER_KIND,
+            },
+            "digit_styles": {
+                "kinds": list(styles),
+                "train_per_kind": STYLE_TRAIN_PER_KIND,
+                "val_per_kind": VAL_PER_KIND,
+                "system_fonts": [p.name for p in handwriting.system_fonts()],
+            },
+            "held_out_kinds": list(HELD_OUT_KINDS) + list(handwriting.UNSEEN_NON_DIGIT_KINDS),
         },
     )
