@@ -52,7 +52,9 @@ def run_one(cfg: TrainConfig, args: argparse.Namespace, data_dir: Path) -> Path:
     train_split, val_split = split_train_val(train_full, cfg.val_size, cfg.seed)
     pools = None
     if cfg.outlier_weight > 0:
-        pools = outliers.training_pools(args.fashion_dir, train_split, val_split, cfg.seed)
+        # A smoke run (--limit) draws generated outliers in proportion.
+        scale = min(1.0, cfg.limit / len(train_split)) if cfg.limit else 1.0
+        pools = outliers.training_pools(args.fashion_dir, train_split, val_split, cfg.seed, scale)
     log.info(
         "%s: %d training, %d validation images, %d outliers; %s",
         cfg.model,

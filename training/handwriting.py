@@ -11,6 +11,7 @@ goes through `strokes.mnist_style`, the normalisation MNIST and the service appl
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -76,12 +77,19 @@ HANDWRITTEN_PEN = Pen()
 TYPED_PEN = Pen(width=(1.0, 3.8), slant=0.25, rotation_deg=6, aspect=0.2, wobble=0.01, jitter=0)
 
 
+@functools.cache
+def _drawable(font: str, chars: str) -> list[str]:
+    """The characters of `chars` this font has a glyph for (Greek's `greekc` lacks Y, y, Z, z),
+    less the ones it draws like a digit."""
+    return [c for c in chars if c not in EXCLUDED.get(font, "") and glyph(font, c)]
+
+
 def _glyphs(fonts: tuple[str, ...] | list[str], chars: str, pen: Pen = HANDWRITTEN_PEN) -> Kind:
     def kind(rng: np.random.Generator, count: int, digits: Split) -> Images:
         out = np.empty((count, 28, 28), np.uint8)
         for i in range(count):
             font = fonts[int(rng.integers(len(fonts)))]
-            allowed = [c for c in chars if c not in EXCLUDED.get(font, "")]
+            allowed = _drawable(font, chars)
             out[i] = render(rng, glyph(font, allowed[int(rng.integers(len(allowed)))]), pen)
         return out
 

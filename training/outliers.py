@@ -180,21 +180,26 @@ def _joined(splits: dict[str, data.Split]) -> data.Split:
     )
 
 
-def training_pools(fashion_dir: Path, train: data.Split, val: data.Split, seed: int) -> Pools:
+def training_pools(
+    fashion_dir: Path, train: data.Split, val: data.Split, seed: int, scale: float = 1.0
+) -> Pools:
     """Outliers to train on and to fit the score on: Fashion-MNIST's training split, split by a
     seeded shuffle, and the generated training kinds (validation kinds start from validation
-    digits, so no validation image is a variant of a training one)."""
+    digits, so no validation image is a variant of a training one). `scale` < 1 makes fewer
+    generated images (smoke runs)."""
+    per_kind, per_style = int(TRAIN_PER_KIND * scale), int(STYLE_TRAIN_PER_KIND * scale)
+    val_per_kind = max(20, int(VAL_PER_KIND * scale))
     fashion = data.load_split(fashion_dir, "train").images
     order = np.random.default_rng(seed).permutation(len(fashion))
     fashion_val, fashion_train = fashion[order[:FASHION_VAL]], fashion[order[FASHION_VAL:]]
-    made_train = generate(TRAIN_KINDS, TRAIN_PER_KIND, train.images, seed)
-    made_val = generate(TRAIN_KINDS, VAL_PER_KIND, val.images, seed + 1)
+    made_train = generate(TRAIN_KINDS, per_kind, train.images, seed)
+    made_val = generate(TRAIN_KINDS, val_per_kind, val.images, seed + 1)
     kinds = handwriting.NON_DIGIT_KINDS
-    drawn_train = handwriting.generate(kinds, TRAIN_PER_KIND, train, seed)
-    drawn_val = handwriting.generate(kinds, VAL_PER_KIND, val, seed + 1)
+    drawn_train = handwriting.generate(kinds, per_kind, train, seed)
+    drawn_val = handwriting.generate(kinds, val_per_kind, val, seed + 1)
     styles = handwriting.style_kinds(system_fonts=True)
-    styles_train = handwriting.generate_styles(styles, STYLE_TRAIN_PER_KIND, train, seed)
-    styles_val = handwriting.generate_styles(styles, VAL_PER_KIND, val, seed + 1)
+    styles_train = handwriting.generate_styles(styles, per_style, train, seed)
+    styles_val = handwriting.generate_styles(styles, val_per_kind, val, seed + 1)
     return Pools(
         train=np.concatenate([fashion_train, *made_train.values(), *drawn_train.values()]),
         val=np.concatenate([fashion_val, *made_val.values(), *drawn_val.values()]),
@@ -208,18 +213,18 @@ def training_pools(fashion_dir: Path, train: data.Split, val: data.Split, seed: 
             },
             "generated": {
                 "kinds": list(TRAIN_KINDS),
-                "train_per_kind": TRAIN_PER_KIND,
-                "val_per_kind": VAL_PER_KIND,
+                "train_per_kind": per_kind,
+                "val_per_kind": val_per_kind,
             },
             "handwriting": {
                 "kinds": list(kinds),
-                "train_per_kind": TRAIN_PER_KIND,
-                "val_per_kind": VAL_PER_KIND,
+                "train_per_kind": per_kind,
+                "val_per_kind": val_per_kind,
             },
             "digit_styles": {
                 "kinds": list(styles),
-                "train_per_kind": STYLE_TRAIN_PER_KIND,
-                "val_per_kind": VAL_PER_KIND,
+                "train_per_kind": per_style,
+                "val_per_kind": val_per_kind,
                 "system_fonts": [p.name for p in handwriting.system_fonts()],
             },
             "held_out_kinds": list(HELD_OUT_KINDS) + list(handwriting.UNSEEN_NON_DIGIT_KINDS),

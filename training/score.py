@@ -98,14 +98,14 @@ class LayerScore(nn.Module):
     def features(
         self, image: torch.Tensor, acts: dict[str, torch.Tensor], raw: torch.Tensor
     ) -> torch.Tensor:
-        total = torch.logsumexp(raw, dim=1)
         columns = []
         for name in self.names:
             if name == "energy":
-                columns.append(-total)
+                columns.append(-torch.logsumexp(raw, dim=1))
             elif name == "log_rest":
                 top = nn.functional.one_hot(raw.argmax(dim=1), raw.shape[1]).bool()
-                columns.append(torch.logsumexp(raw.masked_fill(top, float("-inf")), dim=1) - total)
+                rest = torch.logsumexp(raw.masked_fill(top, float("-inf")), dim=1)
+                columns.append(rest - torch.logsumexp(raw, dim=1))
             elif name in ("maha_input", "pca_residual"):
                 centred = image.flatten(1) - self.pca_mean
                 coords = centred @ self.pca_basis
