@@ -27,7 +27,7 @@ import torch
 from training import calibrate, data, evaluate, ood, outliers, score
 from training.config import DEFAULTS, TrainConfig
 from training.export import build_manifest, export_onnx, write_manifest
-from training.train import split_train_val, to_tensor, train
+from training.train import resume, split_train_val, to_tensor, train
 
 log = logging.getLogger("training")
 # Share of validation digits the verdict may flag: below 1%, so test digits stay under 1% too.
@@ -70,15 +70,19 @@ def run_one(cfg: TrainConfig, args: argparse.Namespace, data_dir: Path) -> Path:
         teacher_sess = evaluate.session(teacher / "model.onnx")
         teacher_logits = evaluate.run(teacher_sess, train_split.images, ("logits",))["logits"]
         log.info("%s: distilling from %s", cfg.model, teacher)
-    result = train(
-        cfg,
-        train_split,
-        val_split,
-        args.checkpoints,
-        pools.train if pools else None,
-        pools.styles_train if pools else None,
-        teacher_logits,
-    )
+    if args.from_checkpoint:
+        result = resume(args.from_checkpoint)
+        log.info("%s: best of %d epochs in %s", cfg.model, result.epochs_run, args.from_checkpoint)
+    else:
+        result = train(
+            cfg,
+            train_split,
+            val_split,
+            args.checkpoints,
+            pools.train if pools else None,
+            pools.styles_train if pools else None,
+            teacher_logits,
+        )
 
     # The temperature on validation digits; the not-a-digit score's Gaussians on training
     # digits, its weights on validation digits (both styles) against validation non-digits.
@@ -134,6 +138,7 @@ def run_one(cfg: TrainConfig, args: argparse.Namespace, data_dir: Path) -> Path:
             "outliers": pools.description if pools else None,
             "seed": cfg.seed,
             "epochs": result.epochs_run,
+            "from_checkpoint": args.from_checkpoint is not None,
             "best_epoch": result.best_epoch,
             "train_images": len(train_split) if cfg.limit is None else cfg.limit,
             "val_images": len(val_split),
@@ -219,6 +224,12 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=Path("checkpoints"),
         help="best weights so far are kept here during training",
+    )
+    parser.add_argument(
+        "--from-checkpoint",
+        type=Path,
+        help="skip training: fit the score, export and measure the best weights of this "
+        "checkpoint (a run cut short; its config must match the other flags)",
     )
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)

@@ -74,9 +74,11 @@ DEFAULTS: dict[str, TrainConfig] = {
         lr=3e-3,
         weight_decay=0.01,
         augment=Jitter(rotation_deg=6, scale=0.05, shear=0.0, shift_px=1.0, elastic_alpha=0),
-        # 16 units have little to spare: at 0.5 the digits lost half a point of accuracy.
-        outlier_weight=0.25,
-        style_fraction=0.1,
+        # 16 units have little to spare: at 0.5 the digits lost half a point of accuracy, and
+        # with the handwriting-like outliers at 0.25 and 10% other styles, 0.7 (95.76%). The
+        # score leans on the input pixels instead (training/score.py).
+        outlier_weight=0.05,
+        style_fraction=0.05,
         teacher="convnet",
         distill_weight=0.5,
     ),

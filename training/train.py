@@ -246,3 +246,17 @@ def save_checkpoint(
     }
     torch.save(payload, tmp)
     tmp.replace(path)
+
+
+def resume(path: Path) -> Result:
+    """The best weights of a checkpoint written by `train`, as if its run had ended there: for
+    a run cut short, or to refit and export again."""
+    payload = torch.load(path, weights_only=True)
+    model = build(payload["config"]["model"])
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    history = payload["history"]
+    seconds = sum(h["seconds"] for h in history) / max(1, len(history))
+    return Result(
+        model, payload["best_epoch"], payload["best_val_accuracy"], len(history), seconds, history
+    )

@@ -105,3 +105,25 @@ def test_fit_logistic_separates_two_clouds() -> None:
     p_digits = 1 / (1 + np.exp(-(digits @ weights + bias)))
     p_others = 1 / (1 + np.exp(-(others @ weights + bias)))
     assert p_digits.mean() < 0.1 and p_others.mean() > 0.9
+
+
+def test_quadratic_score_matches_numpy() -> None:
+    rng = np.random.default_rng(1)
+    coords = rng.normal(size=(400, 5)) * np.arange(1, 6)
+    labels = np.arange(400) % 10
+    quadratic = score.fit_quadratic(coords, labels)
+    pca = score.Pca(np.zeros(784), np.eye(784)[:, :5])
+    layer_score = score.LayerScore(("qda_input",), {}, pca, np.ones(1), 0.0, quadratic)
+    image = torch.zeros(6, 1, 28, 28)
+    image.view(6, -1)[:, :5] = torch.tensor(coords[:6], dtype=torch.float32)
+    got = layer_score.features(image, {}, torch.zeros(6, 10))[:, 0].numpy()
+    expected = []
+    for x in coords[:6]:
+        per_class = []
+        for c in range(10):
+            members = coords[labels == c]
+            cov = np.cov(members.T) + 1e-3 * np.eye(5)
+            d = x - members.mean(axis=0)
+            per_class.append(d @ np.linalg.inv(cov) @ d + np.linalg.slogdet(cov)[1])
+        expected.append(min(per_class))
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
