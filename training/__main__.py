@@ -67,9 +67,10 @@ def run_one(cfg: TrainConfig, args: argparse.Namespace, data_dir: Path) -> Path:
     teacher, teacher_logits = None, None
     if cfg.teacher and cfg.distill_weight > 0 and (args.out / cfg.teacher).is_dir():
         teacher = args.out / cfg.teacher / str(next_version(args.out / cfg.teacher) - 1)
-        teacher_sess = evaluate.session(teacher / "model.onnx")
-        teacher_logits = evaluate.run(teacher_sess, train_split.images, ("logits",))["logits"]
-        log.info("%s: distilling from %s", cfg.model, teacher)
+        if not args.from_checkpoint:
+            teacher_sess = evaluate.session(teacher / "model.onnx")
+            teacher_logits = evaluate.run(teacher_sess, train_split.images, ("logits",))["logits"]
+            log.info("%s: distilling from %s", cfg.model, teacher)
     if args.from_checkpoint:
         result = resume(args.from_checkpoint)
         log.info("%s: best of %d epochs in %s", cfg.model, result.epochs_run, args.from_checkpoint)
