@@ -7,6 +7,11 @@ Features, each low for inputs like the training digits:
 - `pca_residual`: log of what the input pixels keep outside the principal subspace of the
   training digits; `qda_input`: within that subspace, the distance to the nearest class under
   a Gaussian per class with its own covariance (-2 log density, constants dropped).
+- `log_ink`: log of the mean pixel.
+
+An image with less contrast than `EMPTY_CONTRAST` (the service's own test for a blank image)
+scores 1: the mlp's fitted score called a black image a digit (0.0015; with `log_ink`, 0.31),
+the other features of an empty input happening to sit among the digits'.
 
 `not_digit = sigmoid(w . features + b)`, a logistic regression fitted on validation digits
 (MNIST and digits in other styles) against validation non-digits.
@@ -30,11 +35,20 @@ FloatArray = npt.NDArray[np.float64]
 # so its input pixels join in.
 FEATURES = {
     "convnet": ("energy", "log_rest", "maha_fc1", "qda_input", "pca_residual"),
-    "mlp": ("energy", "log_rest", "maha_hidden1", "maha_hidden2", "qda_input", "pca_residual"),
+    "mlp": (
+        "energy",
+        "log_rest",
+        "maha_hidden1",
+        "maha_hidden2",
+        "qda_input",
+        "pca_residual",
+        "log_ink",
+    ),
 }
 # On mlp v3's first run, handwriting AUROC 0.933 without qda_input, 0.946 with it at 80
 # components, 0.944 at 150 (a nearest-neighbour distance added nothing).
 PCA_COMPONENTS = 80
+EMPTY_CONTRAST = 0.1
 
 
 @dataclass(frozen=True)
@@ -143,6 +157,8 @@ class LayerScore(nn.Module):
                 top = nn.functional.one_hot(raw.argmax(dim=1), raw.shape[1]).bool()
                 rest = torch.logsumexp(raw.masked_fill(top, float("-inf")), dim=1)
                 columns.append(rest - torch.logsumexp(raw, dim=1))
+            elif name == "log_ink":
+                columns.append(torch.log(image.flatten(1).mean(1) + 1e-3))
             elif name in ("qda_input", "pca_residual"):
                 centred = image.flatten(1) - self.pca_mean
                 coords = centred @ self.pca_basis
@@ -161,7 +177,11 @@ class LayerScore(nn.Module):
     def forward(
         self, image: torch.Tensor, acts: dict[str, torch.Tensor], raw: torch.Tensor
     ) -> torch.Tensor:
-        return torch.sigmoid(self.features(image, acts, raw) @ self.weights + self.bias)
+        score = torch.sigmoid(self.features(image, acts, raw) @ self.weights + self.bias)
+        # Less contrast than EMPTY_CONTRAST: nothing drawn, whatever the features make of it.
+        pixels = image.flatten(1)
+        empty = pixels.amax(dim=1) - pixels.amin(dim=1) < EMPTY_CONTRAST
+        return torch.where(empty, torch.ones_like(score), score)
 
 
 def _f32(a: npt.ArrayLike) -> torch.Tensor:
