@@ -76,6 +76,7 @@ train: install-train
 evaluate: install-train
 	$(PY) -m training.evaluate --model convnet
 	$(PY) -m training.evaluate --model mlp
+	$(PY) -m training.evaluate --ood
 
 # The gRPC code in service/_proto, from protos/ (committed; see scripts/gen_proto.py).
 proto: install

@@ -24,10 +24,10 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from training import calibrate, data, evaluate, ood, outliers
+from training import calibrate, data, evaluate, ood, outliers, score
 from training.config import DEFAULTS, TrainConfig
 from training.export import build_manifest, export_onnx, write_manifest
-from training.train import split_train_val, to_tensor, train
+from training.train import resume, split_train_val, to_tensor, train
 
 log = logging.getLogger("training")
 # Share of validation digits the verdict may flag: below 1%, so test digits stay under 1% too.
@@ -52,7 +52,9 @@ def run_one(cfg: TrainConfig, args: argparse.Namespace, data_dir: Path) -> Path:
     train_split, val_split = split_train_val(train_full, cfg.val_size, cfg.seed)
     pools = None
     if cfg.outlier_weight > 0:
-        pools = outliers.training_pools(args.fashion_dir, train_split, val_split, cfg.seed)
+        # A smoke run (--limit) draws generated outliers in proportion.
+        scale = min(1.0, cfg.limit / len(train_split)) if cfg.limit else 1.0
+        pools = outliers.training_pools(args.fashion_dir, train_split, val_split, cfg.seed, scale)
     log.info(
         "%s: %d training, %d validation images, %d outliers; %s",
         cfg.model,
@@ -62,25 +64,40 @@ def run_one(cfg: TrainConfig, args: argparse.Namespace, data_dir: Path) -> Path:
         cfg,
     )
 
-    result = train(cfg, train_split, val_split, args.checkpoints, pools.train if pools else None)
+    teacher, teacher_logits = None, None
+    if cfg.teacher and cfg.distill_weight > 0 and (args.out / cfg.teacher).is_dir():
+        teacher = args.out / cfg.teacher / str(next_version(args.out / cfg.teacher) - 1)
+        if not args.from_checkpoint:
+            teacher_sess = evaluate.session(teacher / "model.onnx")
+            teacher_logits = evaluate.run(teacher_sess, train_split.images, ("logits",))["logits"]
+            log.info("%s: distilling from %s", cfg.model, teacher)
+    if args.from_checkpoint:
+        result = resume(args.from_checkpoint)
+        log.info("%s: best of %d epochs in %s", cfg.model, result.epochs_run, args.from_checkpoint)
+    else:
+        result = train(
+            cfg,
+            train_split,
+            val_split,
+            args.checkpoints,
+            pools.train if pools else None,
+            pools.styles_train if pools else None,
+            teacher_logits,
+        )
 
-    # Fitted on validation data only: the temperature, then the not-a-digit mapping.
+    # The temperature on validation digits; the not-a-digit score's Gaussians on training
+    # digits, its weights on validation digits (both styles) against validation non-digits.
     val_logits = logits_of(result.model, val_split.images)
     temperature = calibrate.fit_temperature(val_logits, val_split.labels)
-    score = None
+    scorer, fitted = None, dict[str, Any]()
     if pools is not None:
-        score = calibrate.fit_score(val_logits, logits_of(result.model, pools.val))
+        scorer, fitted = score.fit(result.model, cfg.model, train_split, val_split, pools)
 
     model_dir = args.out / cfg.model
     version = args.version or next_version(model_dir)
     target: Path = model_dir / str(version)
     onnx_path = target / "model.onnx"
-    export_onnx(
-        result.model,
-        onnx_path,
-        temperature,
-        (score.feature, score.weight, score.bias) if score else None,
-    )
+    export_onnx(result.model, onnx_path, temperature, scorer=scorer)
 
     sess = evaluate.session(onnx_path)
     threshold = calibrate.threshold_for_rate(
@@ -89,14 +106,15 @@ def run_one(cfg: TrainConfig, args: argparse.Namespace, data_dir: Path) -> Path:
     on_test = evaluate.run(sess, test.images, ("probabilities", "logits"))
     uncalibrated = np.exp(calibrate.log_softmax(on_test["logits"] * temperature))
     not_digit: dict[str, Any] = {
-        "score": f"sigmoid(weight * {score.feature} + bias) after outlier exposure"
-        if score
+        "score": f"sigmoid(w . [{', '.join(fitted['features'])}] + b) after outlier exposure"
+        if scorer
         else "1 - max probability",
-        **({"feature": score.feature, "weight": score.weight, "bias": score.bias} if score else {}),
+        **fitted,
     }
     if (args.fashion_dir / data.CHECKSUM_FILE).is_file():
         sets = ood.ood_sets(test, args.fashion_dir, per_kind=args.ood_per_kind)
-        not_digit.update(ood.headline(ood.figures(sess, threshold, test, sets)))
+        styles = ood.style_sets(test, per_kind=args.ood_per_kind)
+        not_digit.update(ood.headline(ood.figures(sess, threshold, test, sets, styles)))
     manifest = build_manifest(
         name=cfg.model,
         version=version,
@@ -121,6 +139,7 @@ def run_one(cfg: TrainConfig, args: argparse.Namespace, data_dir: Path) -> Path:
             "outliers": pools.description if pools else None,
             "seed": cfg.seed,
             "epochs": result.epochs_run,
+            "from_checkpoint": args.from_checkpoint is not None,
             "best_epoch": result.best_epoch,
             "train_images": len(train_split) if cfg.limit is None else cfg.limit,
             "val_images": len(val_split),
@@ -128,6 +147,14 @@ def run_one(cfg: TrainConfig, args: argparse.Namespace, data_dir: Path) -> Path:
             "optimizer": f"AdamW lr={cfg.lr} weight_decay={cfg.weight_decay}, OneCycle",
             "augmentation": asdict(cfg.augment) if cfg.augment else None,
             "outlier_weight": cfg.outlier_weight,
+            "style_fraction": cfg.style_fraction,
+            "teacher": teacher
+            and {
+                "model": f"{teacher.parent.name} v{teacher.name}",
+                "onnx_sha256": data.sha256_file(teacher / "model.onnx"),
+                "distill_weight": cfg.distill_weight,
+                "distill_temperature": cfg.distill_temperature,
+            },
             "init_from": cfg.init_from
             and {
                 "checkpoint": Path(cfg.init_from).name,
@@ -198,6 +225,12 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=Path("checkpoints"),
         help="best weights so far are kept here during training",
+    )
+    parser.add_argument(
+        "--from-checkpoint",
+        type=Path,
+        help="skip training: fit the score, export and measure the best weights of this "
+        "checkpoint (a run cut short; its config must match the other flags)",
     )
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)

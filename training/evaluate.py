@@ -6,7 +6,8 @@
 The first prints accuracy, per-class accuracy and the confusion matrix, and writes PNGs of the
 confusion matrix and of the 25 most confident mistakes. `--ood` measures the not-a-digit score of
 every version (or the one named) against sets kept out of training, beside the max-softmax
-baseline, and writes `ood.json` and `ood.png`.
+baseline (handwriting-like non-digits included), and the accuracy and share flagged of digits in
+other styles, and writes `ood.json` and `ood.png`.
 """
 
 from __future__ import annotations
@@ -177,6 +178,7 @@ def ood_main(args: argparse.Namespace) -> int:
 
     test = load_split(args.data_dir or default_data_dir(), "test")
     sets = ood.ood_sets(test, args.fashion_dir)
+    styles = ood.style_sets(test)
     models = [args.model] if args.model else ["convnet", "mlp"]
     results: dict[str, dict[str, Any]] = {}
     for name in models:
@@ -189,7 +191,7 @@ def ood_main(args: argparse.Namespace) -> int:
         for version in versions:
             manifest = json.loads((model_dir / str(version) / "manifest.json").read_text())
             sess = session(model_dir / str(version) / "model.onnx")
-            result = ood.figures(sess, manifest["not_digit_threshold"], test, sets)
+            result = ood.figures(sess, manifest["not_digit_threshold"], test, sets, styles)
             result["score"] = manifest["metrics"]["not_digit"].get("score", "")
             results[f"{name} v{version}"] = result
 
@@ -205,6 +207,22 @@ def ood_main(args: argparse.Namespace) -> int:
             f"{label:<12} {result['mnist_test_flagged_rate']:>8.2%} "
             f"{result['ece_15_bins']:>7.2%}  " + " ".join(f"{c:>16}" for c in cells)
         )
+    print("\nhandwriting-like non-digits: AUROC / FPR at 95% TPR / flagged at the threshold")
+    for label, result in results.items():
+        cells = [
+            f"{name}: {f['trained']['auroc']:.4f}/{f['trained']['fpr_at_95_tpr']:.2%}/"
+            f"{f['detected_at_threshold']:.1%}"
+            for name, f in result["sets"].items()
+            if name in ood.HANDWRITING
+        ]
+        print(f"{label:<12} " + "  ".join(cells))
+    print("\ndigits in other styles: accuracy / wrongly flagged")
+    for label, result in results.items():
+        cells = [
+            f"{name}: {f['accuracy']:.2%}/{f['flagged_at_threshold']:.2%}"
+            for name, f in result["styles"].items()
+        ]
+        print(f"{label:<12} " + "  ".join(cells))
     args.out.mkdir(parents=True, exist_ok=True)
     report = {k: {kk: vv for kk, vv in v.items() if kk != "_scores"} for k, v in results.items()}
     (args.out / "ood.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -24,9 +24,10 @@ def export_onnx(
     path: Path,
     temperature: float = 1.0,
     not_digit: tuple[str, float, float] | None = None,
+    scorer: torch.nn.Module | None = None,
 ) -> list[str]:
     """Write `model` as ONNX with a dynamic batch dimension; returns the output names."""
-    wrapper = Exported(model, temperature, not_digit).eval()
+    wrapper = Exported(model, temperature, not_digit, scorer).eval()
     names = wrapper.output_names()
     path.parent.mkdir(parents=True, exist_ok=True)
     batch = torch.export.Dim("batch", min=1, max=4096)

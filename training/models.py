@@ -119,7 +119,8 @@ class Exported(nn.Module):
     data; `logits` is output already divided by it). With `not_digit` = (feature, weight, bias)
     the score is sigmoid(weight * feature + bias) on the raw logits, where feature is `energy`
     (-logsumexp) or `log_rest` (log(1 - max softmax)), as chosen and fitted on validation data
-    after outlier exposure; without, the score is 1 - max probability.
+    after outlier exposure; without, the score is 1 - max probability. A `scorer`
+    (`training.score.LayerScore`) computes it from the layers and the input instead.
     """
 
     def __init__(
@@ -127,9 +128,11 @@ class Exported(nn.Module):
         model: ConvNet | MLP,
         temperature: float = 1.0,
         not_digit: tuple[str, float, float] | None = None,
+        scorer: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.model = model
+        self.scorer = scorer
         self.feature, weight, bias = not_digit or ("", 0.0, 0.0)
         self.temperature: torch.Tensor
         self.weight: torch.Tensor
@@ -148,7 +151,9 @@ class Exported(nn.Module):
         raw = acts["logits"]
         logits = raw / self.temperature
         probabilities = torch.softmax(logits, dim=1)
-        if self.feature:
+        if self.scorer is not None:
+            not_digit = self.scorer(image, acts, raw)
+        elif self.feature:
             total = torch.logsumexp(raw, dim=1)
             if self.feature == "energy":
                 feature = -total

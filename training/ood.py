@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from training import calibrate, data, evaluate, outliers
+from training import calibrate, data, evaluate, handwriting, outliers
 
 # Generated evaluation sets use their own seed: no image in them was seen in training.
 EVAL_SEED = 9_000_001
@@ -30,7 +30,19 @@ def ood_sets(
     sets = {"fashion_mnist_test": data.load_split(fashion_dir, "test").images}
     kinds = {**outliers.TRAIN_KINDS, **outliers.HELD_OUT_KINDS}
     sets.update(outliers.generate(kinds, per_kind, mnist_test.images, EVAL_SEED))
+    sets.update(handwriting.generate(HANDWRITING, per_kind, mnist_test, EVAL_SEED))
     return sets
+
+
+# Non-digits that look like handwriting (the last never trained on) and digits in other styles.
+HANDWRITING = {**handwriting.NON_DIGIT_KINDS, **handwriting.UNSEEN_NON_DIGIT_KINDS}
+
+
+def style_sets(mnist_test: data.Split, per_kind: int = EVAL_PER_KIND) -> dict[str, data.Split]:
+    """Digits in other styles from the eval seed, test digits and Pillow's own font only (the
+    machine's fonts differ from one machine to the next; the figures must not)."""
+    kinds = handwriting.style_kinds(system_fonts=False)
+    return handwriting.generate_styles(kinds, per_kind, mnist_test, EVAL_SEED)
 
 
 def figures(
@@ -38,8 +50,10 @@ def figures(
     threshold: float,
     mnist_test: data.Split,
     sets: dict[str, npt.NDArray[np.uint8]],
+    styles: dict[str, data.Split] | None = None,
 ) -> dict[str, Any]:
-    """Every figure for one graph; also returns the raw scores for plotting under `_scores`."""
+    """Every figure for one graph; also returns the raw scores for plotting under `_scores`.
+    For each digit-style set: accuracy and the share the verdict wrongly flags."""
     outputs = ("probabilities", "logits", "not_digit")
     digits = evaluate.run(sess, mnist_test.images, outputs)
     probabilities = digits["probabilities"]
@@ -60,11 +74,19 @@ def figures(
             for score, values in scores.items()
         }
         per_set[name]["detected_at_threshold"] = float((got["not_digit"] > threshold).mean())
+    per_style = {}
+    for name, split in (styles or {}).items():
+        got = evaluate.run(sess, split.images, outputs)
+        per_style[name] = {
+            "accuracy": float((got["probabilities"].argmax(1) == split.labels).mean()),
+            "flagged_at_threshold": float((got["not_digit"] > threshold).mean()),
+        }
     return {
         "mnist_test_flagged_rate": float((digits["not_digit"] > threshold).mean()),
         "test_accuracy": float((probabilities.argmax(1) == mnist_test.labels).mean()),
         "ece_15_bins": calibrate.expected_calibration_error(probabilities, mnist_test.labels),
         "sets": per_set,
+        "styles": per_style,
         "_scores": scores,
     }
 
@@ -84,7 +106,26 @@ def headline(result: dict[str, Any]) -> dict[str, Any]:
         "held_out_generated_auroc": float(np.mean([sets[n]["trained"]["auroc"] for n in held_out]))
         if held_out
         else None,
+        **handwriting_headline(result),
     }
+
+
+def handwriting_headline(result: dict[str, Any]) -> dict[str, Any]:
+    """Per handwriting-like set: AUROC, FPR at 95% TPR, share flagged; per digit style:
+    accuracy and share flagged. Only the sets measured (older manifests have none)."""
+    sets, out = result["sets"], {}
+    drawn = [n for n in HANDWRITING if n in sets]
+    for name in drawn:
+        out[f"{name}_auroc"] = sets[name]["trained"]["auroc"]
+        out[f"{name}_fpr_at_95_tpr"] = sets[name]["trained"]["fpr_at_95_tpr"]
+        out[f"{name}_flagged"] = sets[name]["detected_at_threshold"]
+    if drawn:
+        out["handwriting_auroc"] = float(np.mean([out[f"{n}_auroc"] for n in drawn]))
+        out["handwriting_flagged"] = float(np.mean([out[f"{n}_flagged"] for n in drawn]))
+    for name, figures in result.get("styles", {}).items():
+        out[f"{name}_accuracy"] = figures["accuracy"]
+        out[f"{name}_flagged"] = figures["flagged_at_threshold"]
+    return out
 
 
 def plot(results: dict[str, dict[str, Any]], path: Path) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
-from training import data
+from training import data, handwriting
 
 Images = npt.NDArray[np.uint8]
 Kind = Callable[[np.random.Generator, int, Images], Images]
@@ -160,6 +160,7 @@ def generate(
 TRAIN_PER_KIND = 6000
 VAL_PER_KIND = 500
 FASHION_VAL = 5000
+STYLE_TRAIN_PER_KIND = 5000
 
 
 @dataclass(frozen=True)
@@ -167,20 +168,43 @@ class Pools:
     train: Images
     val: Images
     description: dict[str, object]
+    # Digits in other styles, labelled: trained on as digits, and counted as digits in the fit.
+    styles_train: data.Split | None = None
+    styles_val: data.Split | None = None
 
 
-def training_pools(fashion_dir: Path, train: data.Split, val: data.Split, seed: int) -> Pools:
+def _joined(splits: dict[str, data.Split]) -> data.Split:
+    return data.Split(
+        np.concatenate([s.images for s in splits.values()]),
+        np.concatenate([s.labels for s in splits.values()]),
+    )
+
+
+def training_pools(
+    fashion_dir: Path, train: data.Split, val: data.Split, seed: int, scale: float = 1.0
+) -> Pools:
     """Outliers to train on and to fit the score on: Fashion-MNIST's training split, split by a
     seeded shuffle, and the generated training kinds (validation kinds start from validation
-    digits, so no validation image is a variant of a training one)."""
+    digits, so no validation image is a variant of a training one). `scale` < 1 makes fewer
+    generated images (smoke runs)."""
+    per_kind, per_style = int(TRAIN_PER_KIND * scale), int(STYLE_TRAIN_PER_KIND * scale)
+    val_per_kind = max(20, int(VAL_PER_KIND * scale))
     fashion = data.load_split(fashion_dir, "train").images
     order = np.random.default_rng(seed).permutation(len(fashion))
     fashion_val, fashion_train = fashion[order[:FASHION_VAL]], fashion[order[FASHION_VAL:]]
-    made_train = generate(TRAIN_KINDS, TRAIN_PER_KIND, train.images, seed)
-    made_val = generate(TRAIN_KINDS, VAL_PER_KIND, val.images, seed + 1)
+    made_train = generate(TRAIN_KINDS, per_kind, train.images, seed)
+    made_val = generate(TRAIN_KINDS, val_per_kind, val.images, seed + 1)
+    kinds = handwriting.NON_DIGIT_KINDS
+    drawn_train = handwriting.generate(kinds, per_kind, train, seed)
+    drawn_val = handwriting.generate(kinds, val_per_kind, val, seed + 1)
+    styles = handwriting.style_kinds(system_fonts=True)
+    styles_train = handwriting.generate_styles(styles, per_style, train, seed)
+    styles_val = handwriting.generate_styles(styles, val_per_kind, val, seed + 1)
     return Pools(
-        train=np.concatenate([fashion_train, *made_train.values()]),
-        val=np.concatenate([fashion_val, *made_val.values()]),
+        train=np.concatenate([fashion_train, *made_train.values(), *drawn_train.values()]),
+        val=np.concatenate([fashion_val, *made_val.values(), *drawn_val.values()]),
+        styles_train=_joined(styles_train),
+        styles_val=_joined(styles_val),
         description={
             "fashion_mnist_train": {
                 "train": len(fashion_train),
@@ -189,9 +213,20 @@ def training_pools(fashion_dir: Path, train: data.Split, val: data.Split, seed: 
             },
             "generated": {
                 "kinds": list(TRAIN_KINDS),
-                "train_per_kind": TRAIN_PER_KIND,
-                "val_per_kind": VAL_PER_KIND,
+                "train_per_kind": per_kind,
+                "val_per_kind": val_per_kind,
             },
-            "held_out_kinds": list(HELD_OUT_KINDS),
+            "handwriting": {
+                "kinds": list(kinds),
+                "train_per_kind": per_kind,
+                "val_per_kind": val_per_kind,
+            },
+            "digit_styles": {
+                "kinds": list(styles),
+                "train_per_kind": per_style,
+                "val_per_kind": val_per_kind,
+                "system_fonts": [p.name for p in handwriting.system_fonts()],
+            },
+            "held_out_kinds": list(HELD_OUT_KINDS) + list(handwriting.UNSEEN_NON_DIGIT_KINDS),
         },
     )

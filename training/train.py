@@ -46,8 +46,22 @@ def split_train_val(train: Split, val_size: int, seed: int) -> tuple[Split, Spli
     )
 
 
+def elastic_field(n: int, gen: torch.Generator, jitter: Jitter, side: int = 28) -> torch.Tensor:
+    """Smoothed random displacements [n,side,side,2] in affine_grid's [-1,1] units."""
+    sigma = jitter.elastic_sigma
+    radius = int(3 * sigma)
+    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1) / sigma) ** 2)
+    taps = taps / taps.sum()
+    field = 2 * torch.rand(n * 2, 1, side, side, generator=gen) - 1
+    field = F.conv2d(F.pad(field, (radius, radius, 0, 0), mode="reflect"), taps.view(1, 1, 1, -1))
+    field = F.conv2d(F.pad(field, (0, 0, radius, radius), mode="reflect"), taps.view(1, 1, -1, 1))
+    alpha = jitter.elastic_alpha * torch.rand(n, 1, 1, 1, generator=gen)
+    return (field.view(n, 2, side, side) * alpha * (2 / side)).permute(0, 2, 3, 1)
+
+
 def augment(x: torch.Tensor, gen: torch.Generator, jitter: Jitter) -> torch.Tensor:
-    """A random affine transform per image (rotation, scale, shear, shift), zeros outside."""
+    """A random affine transform per image (rotation, scale, shear, shift) and, with
+    `elastic_alpha`, an elastic distortion, in one resampling; zeros outside."""
     n = x.shape[0]
 
     def uniform(limit: float) -> torch.Tensor:
@@ -67,6 +81,8 @@ def augment(x: torch.Tensor, gen: torch.Generator, jitter: Jitter) -> torch.Tens
         dim=1,
     )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    if jitter.elastic_alpha > 0:
+        grid = grid + elastic_field(n, gen, jitter, x.shape[-1])
     return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
 
 
@@ -85,12 +101,18 @@ def train(
     val_split: Split,
     checkpoint_dir: Path | None = None,
     outliers: npt.NDArray[np.uint8] | None = None,
+    styles: Split | None = None,
+    teacher_logits: npt.NDArray[np.float32] | None = None,
 ) -> Result:
     """Train `cfg.model`; returns the weights of the best validation epoch.
 
     With `outliers` (images that are not digits) and `cfg.outlier_weight` > 0, each step also
     shows the network a batch of them and pulls its output towards the uniform distribution:
     outlier exposure (Hendrycks et al., 2019), which makes "none of the ten" learnable.
+    With `styles` (digits in other styles, labelled), `cfg.style_fraction` of each digit batch
+    is drawn from them instead, so unusual real digits stay digits. With `teacher_logits`
+    (one row per training digit), the digits' loss also pulls towards the teacher's softened
+    probabilities.
     """
     torch.manual_seed(cfg.seed)
     if cfg.threads:
@@ -100,10 +122,18 @@ def train(
     if cfg.limit is not None:
         train_split = Split(train_split.images[: cfg.limit], train_split.labels[: cfg.limit])
     x_train, y_train = to_tensor(train_split.images), torch.from_numpy(train_split.labels)
+    soft = None
+    if teacher_logits is not None and cfg.distill_weight > 0:
+        t = torch.from_numpy(teacher_logits[: len(x_train)])
+        soft = torch.softmax(t / cfg.distill_temperature, dim=1)
     x_val, y_val = to_tensor(val_split.images), torch.from_numpy(val_split.labels)
     use_outliers = outliers is not None and len(outliers) > 0 and cfg.outlier_weight > 0
     x_out = to_tensor(outliers) if use_outliers and outliers is not None else None
     out_batch = max(1, int(cfg.batch_size * cfg.outlier_fraction))
+    use_styles = styles is not None and len(styles) > 0 and cfg.style_fraction > 0
+    x_style = to_tensor(styles.images) if use_styles and styles is not None else None
+    y_style = torch.from_numpy(styles.labels) if use_styles and styles is not None else None
+    style_batch = int(cfg.batch_size * cfg.style_fraction)
 
     model = build(cfg.model)
     if cfg.init_from:
@@ -131,17 +161,30 @@ def train(
         for step in bar:
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             x, y = x_train[idx], y_train[idx]
+            target = soft[idx] if soft is not None else None
+            if x_style is not None and y_style is not None and style_batch > 0:
+                pick = torch.randint(0, len(x_style), (min(style_batch, len(idx)),), generator=gen)
+                x, y = x.clone(), y.clone()
+                x[: len(pick)], y[: len(pick)] = x_style[pick], y_style[pick]
+                if target is not None:  # the teacher never saw these: their own label
+                    target = target.clone()
+                    target[: len(pick)] = F.one_hot(y[: len(pick)], 10).float()
+            if x_out is not None:
+                pick = torch.randint(0, len(x_out), (out_batch,), generator=gen)
+                x = torch.cat([x, x_out[pick]])
             if cfg.augment is not None:
                 x = augment(x, gen, cfg.augment)
-            if x_out is None:
-                loss = F.cross_entropy(model(x), y)
-            else:
-                pick = torch.randint(0, len(x_out), (out_batch,), generator=gen)
-                logits = model(torch.cat([x, x_out[pick]]))
-                digits, others = logits[: len(idx)], logits[len(idx) :]
+            logits = model(x)
+            digits, others = logits[: len(idx)], logits[len(idx) :]
+            loss = F.cross_entropy(digits, y)
+            if target is not None:
+                temp = cfg.distill_temperature
+                kl = F.kl_div(F.log_softmax(digits / temp, dim=1), target, reduction="batchmean")
+                loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * temp**2 * kl
+            if x_out is not None:
                 # Cross-entropy to the uniform distribution over the ten digits.
                 uniform = -F.log_softmax(others, dim=1).mean(dim=1).mean()
-                loss = F.cross_entropy(digits, y) + cfg.outlier_weight * uniform
+                loss = loss + cfg.outlier_weight * uniform
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
@@ -203,3 +246,17 @@ def save_checkpoint(
     }
     torch.save(payload, tmp)
     tmp.replace(path)
+
+
+def resume(path: Path) -> Result:
+    """The best weights of a checkpoint written by `train`, as if its run had ended there: for
+    a run cut short, or to refit and export again."""
+    payload = torch.load(path, weights_only=True)
+    model = build(payload["config"]["model"])
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    history = payload["history"]
+    seconds = sum(h["seconds"] for h in history) / max(1, len(history))
+    return Result(
+        model, payload["best_epoch"], payload["best_val_accuracy"], len(history), seconds, history
+    )

@@ -16,6 +16,7 @@ import pytest
 from benchmarks import peers
 from service._proto.inference import grpc_service_pb2 as v2
 from service._proto.inference import grpc_service_pb2_grpc as v2_grpc
+from tests.integration import reference
 from tests.integration.server import ROOT, ServerProcess
 
 
@@ -91,7 +92,8 @@ def tensors(response: v2.ModelInferResponse) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def straight_line() -> Iterator[peers.Peer]:
-    with peers.peer("straight-line", "convnet", 2) as peer:
+    # The version the server answers with by default: the newest.
+    with peers.peer("straight-line", "convnet", reference.newest("convnet")) as peer:
         yield peer
 
 
