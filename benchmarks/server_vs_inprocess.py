@@ -66,9 +66,9 @@ def in_process(model_path: Path, seconds: float) -> dict[str, float]:
     }
 
 
-def single_image_request(model: str) -> v2.ModelInferRequest:
+def single_image_request(model: str, version: int | None = None) -> v2.ModelInferRequest:
     image = np.random.default_rng(1).random((1, 1, 28, 28), dtype=np.float32)
-    request = v2.ModelInferRequest(model_name=model)
+    request = v2.ModelInferRequest(model_name=model, model_version=str(version or ""))
     request.inputs.add(name="image", datatype="FP32", shape=[1, 1, 28, 28])
     request.raw_input_contents.append(image.tobytes())
     for name in ("probabilities", "not_digit"):
@@ -80,7 +80,7 @@ PERF_FIGURE = re.compile(r"(Throughput|p50 latency|p90 latency|p99 latency): ([\
 
 
 def drive_perf_analyzer(
-    target: str, model: str, concurrency: int, seconds: float
+    target: str, model: str, version: int, concurrency: int, seconds: float
 ) -> dict[str, Any]:
     """Triton's perf_analyzer (C++) as the load generator: less client CPU on a shared machine.
     It sends random FP32 tensors and asks for every output in the model's metadata."""
@@ -89,7 +89,7 @@ def drive_perf_analyzer(
         raise SystemExit("perf_analyzer not found (pip install 'tritonclient[grpc]')")
     window_ms = max(500, round(seconds * 1000 / 3))
     command = [
-        binary, "-m", model, "-u", target, "-i", "grpc",
+        binary, "-m", model, "-x", str(version), "-u", target, "-i", "grpc",
         "--concurrency-range", f"{concurrency}:{concurrency}",
         "--measurement-interval", str(window_ms), "--max-trials", "3",
         "--stability-percentage", "1000",
@@ -110,8 +110,9 @@ def drive_perf_analyzer(
 
 def drive_client(args: argparse.Namespace, target: str, concurrency: int) -> dict[str, Any]:
     if args.client == "perf_analyzer":
-        return drive_perf_analyzer(target, args.model, concurrency, args.seconds)
-    request = single_image_request(args.model)
+        return drive_perf_analyzer(target, args.model, args.version, concurrency, args.seconds)
+    # Named, so our server answers with the version the peers and in-process run serve.
+    request = single_image_request(args.model, args.version)
     return asyncio.run(closed_loop(target, request, concurrency, args.seconds, args.connections))
 
 
@@ -185,7 +186,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default="convnet")
-    parser.add_argument("--version", type=int, default=2)
+    parser.add_argument("--version", type=int, help="default: the newest in model_store")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument(
@@ -218,6 +219,9 @@ def main() -> int:
     args = parser.parse_args()
     if problem := peers.missing(args.peers):
         parser.error(problem)
+    if args.version is None:
+        versions = (ROOT / "model_store" / args.model).iterdir()
+        args.version = max(int(p.name) for p in versions if p.name.isdigit())
 
     model_path = ROOT / "model_store" / args.model / str(args.version) / "model.onnx"
     server = (
