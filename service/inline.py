@@ -64,12 +64,11 @@ class CostModel:
 class Watch:
     """One batcher's slot: what runs inline now and when it must be done by."""
 
-    __slots__ = ("current", "fired")
+    __slots__ = ("current",)
 
     def __init__(self) -> None:
         # Set and cleared as one tuple, so the watchdog never pairs a flag with another's limit.
         self.current: tuple[Interrupt, float] | None = None
-        self.fired = 0
 
     def arm(self, interrupt: Interrupt, deadline: float) -> None:
         self.current = (interrupt, deadline)
@@ -113,7 +112,6 @@ class Watchdog:
                 current = watch.current
                 if current is not None and now > current[1] and not current[0].terminate:
                     current[0].terminate = True
-                    watch.fired += 1
 
 
 WATCHDOG = Watchdog()
