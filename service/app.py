@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from service._proto.digits.v1 import digits_pb2, digits_pb2_grpc
 from service._proto.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from service.auth import AuthInterceptor
 from service.batching import BatchingConfig
+from service.closing import ClosingGate
 from service.digits import DigitsServicer
 from service.engine import Engine
 from service.interceptor import ErrorInterceptor
@@ -53,6 +55,7 @@ class App:
     metrics: Metrics
     grpc_port: int
     metrics_port: int
+    gate: ClosingGate
     _metrics_server: Any = None
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -93,7 +96,8 @@ class App:
         )
         # Auth first: a refused call never reaches the ErrorInterceptor, so it is not counted.
         interceptors: list[aio.ServerInterceptor] = [AuthInterceptor(tokens)] if tokens else []
-        interceptors.append(ErrorInterceptor(metrics, set(registry.models)))
+        gate = ClosingGate()
+        interceptors.append(ErrorInterceptor(metrics, set(registry.models), gate))
         server = aio.server(
             interceptors=interceptors,
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
@@ -142,19 +146,29 @@ class App:
             role.report_ready(port)
         else:
             log.info("serving %s on gRPC port %d, metrics on port %d", served, port, metrics_port)
-        return cls(settings, engine, server, health, metrics, port, metrics_port, metrics_server)
+        return cls(
+            settings, engine, server, health, metrics, port, metrics_port, gate, metrics_server
+        )
 
     async def stop(self, grace: float | None = None) -> None:
-        """Health NOT_SERVING, new work UNAVAILABLE, queued and running work finishes."""
+        """Health NOT_SERVING, new work UNAVAILABLE, queued and running work finishes; then
+        gRPC stops without cancelling a call that arrived meanwhile (`service.closing`)."""
         if self._stopped.is_set():
             return
         self._stopped.set()
         self.engine.draining = True  # before any await: from here on new work is refused
         grace = self.settings.grace_period_s if grace is None else grace
+        deadline = time.monotonic() + grace
         log.info("draining: finishing queued work for up to %.1f s", grace)
         await self.health.enter_graceful_shutdown()
         await self.engine.stop(grace)
-        await self.server.stop(grace)
+        await self.gate.settle(limit=deadline - time.monotonic())
+        held = self.gate.held
+        stopping = asyncio.ensure_future(self.server.stop(max(deadline - time.monotonic(), 1.0)))
+        await asyncio.sleep(0)  # the task's first step begins gRPC's shutdown (GOAWAY)
+        self.gate.release()
+        log.info("gRPC stopping; %d calls that arrived meanwhile refused as UNAVAILABLE", held)
+        await stopping
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()

@@ -16,6 +16,7 @@ from typing import Any, TypeAlias
 import grpc
 from grpc import aio
 
+from service.closing import ClosingGate
 from service.errors import ServingError
 from service.metrics import Metrics
 
@@ -66,8 +67,12 @@ def _code(exc: BaseException) -> grpc.StatusCode:
 
 
 class ErrorInterceptor(aio.ServerInterceptor):
-    def __init__(self, metrics: Metrics, models: set[str]) -> None:
+    """Also the door of the stopping server: while `gate.closing`, every call is held by the
+    gate and then refused UNAVAILABLE (see `service.closing`)."""
+
+    def __init__(self, metrics: Metrics, models: set[str], gate: ClosingGate | None = None) -> None:
         self.metrics = metrics
+        self.gate = gate or ClosingGate()
         # Label values come from this set only: a client cannot grow the metrics' cardinality.
         self.models = models
         # Wrapped handlers are built once per method, not per call.
@@ -95,6 +100,7 @@ class ErrorInterceptor(aio.ServerInterceptor):
 
     def _wrap(self, method: str, inner: Handler) -> Handler:
         api_field = INFERENCE_METHODS.get(method)
+        gate = self.gate
 
         async def guarded(
             request: Any, context: Context, before_abort: Callable[[str], None] | None = None
@@ -102,6 +108,8 @@ class ErrorInterceptor(aio.ServerInterceptor):
             """`before_abort(code name)` runs before the status goes out: once the client has
             its answer, whatever it does next (a scrape of /metrics) must see the call counted."""
             try:
+                if gate.closing:
+                    await gate.hold()
                 if isinstance(request, Malformed):
                     code, message = grpc.StatusCode.INVALID_ARGUMENT, request.message
                 else:
@@ -115,7 +123,15 @@ class ErrorInterceptor(aio.ServerInterceptor):
                 code, message = grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
             if before_abort is not None:
                 before_abort(code.name)
-            await context.abort(code, message)
+            try:
+                await context.abort(code, message)
+            except aio.AbortError:
+                raise
+            except Exception:
+                # The call ended first (its deadline passed, the client left): there is no one
+                # to answer. Ended as a cancellation, grpc notes it at debug level, not with a
+                # traceback per call (a client giving up early is normal).
+                raise asyncio.CancelledError from None
 
         if api_field is None:
             return guarded

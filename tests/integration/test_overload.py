@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 
@@ -13,7 +15,7 @@ import pytest
 from service._proto.inference import grpc_service_pb2 as v2
 from service._proto.inference import grpc_service_pb2_grpc as v2_grpc
 from tests.integration import reference
-from tests.integration.server import ServerProcess, inflight, scrape
+from tests.integration.server import ROOT, ServerProcess, inflight, scrape
 
 # The convnet: its single-image batches are slow enough that a queue of them lasts a second.
 MODEL = "convnet"
@@ -112,3 +114,84 @@ def test_expired_requests_are_not_computed(small_queue: ServerProcess) -> None:
         for r in results
     ), results
     assert computed == 4000  # the blocker's rows only
+
+
+# A client process whose 16 callers give up after 1 ms, for `seconds`; prints how many calls.
+IMPATIENT = """
+import asyncio, sys, time
+import grpc, numpy as np
+from service._proto.inference import grpc_service_pb2 as v2, grpc_service_pb2_grpc as v2_grpc
+
+async def main(address, seconds):
+    request = v2.ModelInferRequest(model_name="mlp")
+    request.inputs.add(name="image", datatype="FP32", shape=[1, 1, 28, 28])
+    request.raw_input_contents.append(np.zeros(784, "<f4").tobytes())
+    calls = 0
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = v2_grpc.GRPCInferenceServiceStub(channel)
+        end = time.monotonic() + seconds
+        async def caller():
+            nonlocal calls
+            while time.monotonic() < end:
+                calls += 1
+                try:
+                    await stub.ModelInfer(request, timeout=0.001)
+                except grpc.aio.AioRpcError:
+                    pass
+        await asyncio.gather(*(caller() for _ in range(16)))
+    print(calls)
+
+asyncio.run(main(sys.argv[1], float(sys.argv[2])))
+"""
+
+
+def test_clients_that_give_up_early_leave_no_traceback_and_harm_no_one() -> None:
+    """1 ms deadlines under load: the server finds many calls gone by the time it answers. A
+    client going away is normal: the log stays clean and the patient clients are all answered."""
+    server = ServerProcess("--models", "mlp")
+    try:
+        impatient = subprocess.Popen(
+            [sys.executable, "-c", IMPATIENT, server.address, "3"],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        images = reference.test_images(1)
+
+        async def patient() -> Counter[str]:
+            codes: Counter[str] = Counter()
+            async with grpc.aio.insecure_channel(server.address) as channel:
+                stub = v2_grpc.GRPCInferenceServiceStub(channel)
+
+                async def caller() -> None:
+                    while impatient.poll() is None:
+                        request = v2.ModelInferRequest(model_name="mlp")
+                        request.inputs.add(name="image", datatype="FP32", shape=[1, 1, 28, 28])
+                        request.raw_input_contents.append(images.tobytes())
+                        try:
+                            await stub.ModelInfer(request, timeout=30)
+                            codes["OK"] += 1
+                        except grpc.aio.AioRpcError as err:
+                            codes[err.code().name] += 1
+
+                await asyncio.gather(*(caller() for _ in range(16)))
+            return codes
+
+        codes = asyncio.run(patient())
+        out, _ = impatient.communicate(timeout=30)
+        assert impatient.returncode == 0
+        assert int(out) > 1000  # the impatient clients did call
+        # Not understood yet: in some runs 2-15 patient calls in ~1,000 end CANCELLED about 1 ms
+        # after they were sent, without reaching a handler (the server counts none), with the
+        # old interceptor as with this one. Everything else must be answered.
+        assert set(codes) <= {"OK", "CANCELLED"}, codes
+        assert codes["CANCELLED"] <= 0.02 * codes.total(), codes
+        labels = (("api", "v2"), ("code", "DEADLINE_EXCEEDED"), ("model", "mlp"))
+        gone = scrape(server).get(("digits_requests_total", labels), 0.0)
+        assert gone > 0  # some reached the server and were gone before it answered
+        server.signal()
+        assert server.wait(30) == 0
+        assert "Traceback" not in server.log
+        assert " ERROR " not in server.log
+    finally:
+        server.kill()
