@@ -16,9 +16,9 @@ LOAD_ARGS ?=
 
 # The service, its client and the test tools; no torch.
 install: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml client/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -e '.[dev]'
+	$(PIP) install -e ./client -e '.[dev]'
 	touch $@
 
 # The training extra on top (torch==2.13.0, the CPU build, installs from local disk).
@@ -42,11 +42,11 @@ serve: install
 # prints a table, writes reports/load-<timestamp>.{json,png}. LOAD_ARGS adds flags (--help).
 .PHONY: load-test perf-analyzer
 load-test: install
-	$(PY) -m service.loadtest $(LOAD_ARGS)
+	$(PY) -m loadtest $(LOAD_ARGS)
 
 # Triton's perf_analyzer with the same settings against a started server (or --target).
 perf-analyzer: install system-deps
-	$(PY) -m service.loadtest --perf-analyzer $(LOAD_ARGS)
+	$(PY) -m loadtest --perf-analyzer $(LOAD_ARGS)
 
 # Triton as a peer for benchmarks/server_vs_inprocess.py --peers triton: the tritonserver binary
 # bundled in nvidia-pytriton. Its Python-backend stub links Debian's libpython3.11, so this venv
@@ -60,12 +60,13 @@ $(TRITON_VENV)/.installed:
 	  nvidia-pytriton==0.7.0 onnxruntime numpy
 	touch $@
 
+LINTED := service client/digits_client loadtest training tests scripts benchmarks
 lint: install
-	$(VENV)/bin/ruff check service training tests scripts benchmarks
-	$(VENV)/bin/ruff format --check service training tests scripts benchmarks
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
 
 typecheck: install-train
-	$(VENV)/bin/mypy service training scripts benchmarks
+	$(VENV)/bin/mypy service client/digits_client loadtest training scripts benchmarks
 
 test: install-train system-deps tools proto-check lint typecheck
 	$(PY) -m pytest -q
@@ -78,13 +79,15 @@ evaluate: install-train
 	$(PY) -m training.evaluate --model mlp
 	$(PY) -m training.evaluate --ood
 
-# The gRPC code in service/_proto, from protos/ (committed; see scripts/gen_proto.py).
+# The gRPC code generated from protos/ (committed; see scripts/gen_proto.py).
+# The client distribution carries its own copy, so it installs without the server.
+PROTO_OUTS := service/_proto client/digits_client/_proto
 proto: install
-	$(PY) scripts/gen_proto.py --out service/_proto
+	for out in $(PROTO_OUTS); do $(PY) scripts/gen_proto.py --out $$out || exit 1; done
 
-# Fails when service/_proto differs from what protos/ generates now.
+# Fails when a committed copy differs from what protos/ generates now.
 proto-check: install
-	$(PY) scripts/gen_proto.py --check --out service/_proto
+	for out in $(PROTO_OUTS); do $(PY) scripts/gen_proto.py --check --out $$out || exit 1; done
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache reports

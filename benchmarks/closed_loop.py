@@ -11,9 +11,9 @@ from typing import Any
 import grpc
 import numpy as np
 
+from loadtest.runner import open_channel
 from service._proto.inference import grpc_service_pb2 as v2
 from service._proto.inference import grpc_service_pb2_grpc as v2_grpc
-from service.loadtest.runner import open_channel
 
 
 def percentiles(latencies: list[float]) -> dict[str, float]:

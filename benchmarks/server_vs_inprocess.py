@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import peers  # noqa: E402
 from benchmarks.closed_loop import closed_loop, percentiles  # noqa: E402
+from loadtest import perf  # noqa: E402
 from service._proto.inference import grpc_service_pb2 as v2  # noqa: E402
-from service.loadtest import perf  # noqa: E402
 from tests.integration.server import ServerProcess  # noqa: E402
 
 

@@ -41,10 +41,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.closed_loop import closed_loop  # noqa: E402
+from loadtest.server import LocalServer  # noqa: E402
 from service._proto.digits.v1 import digits_pb2, digits_pb2_grpc  # noqa: E402
 from service._proto.inference import grpc_service_pb2 as v2  # noqa: E402
 from service._proto.inference import grpc_service_pb2_grpc as v2_grpc  # noqa: E402
-from service.loadtest.server import LocalServer  # noqa: E402
 from training.data import load_split  # noqa: E402
 
 EXPECTED = {"valid": {"OK"}, "invalid": {"INVALID_ARGUMENT", "NOT_FOUND"}}

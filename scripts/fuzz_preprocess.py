@@ -1,4 +1,4 @@
-"""Coverage-guided fuzzing of `service.preprocess.decode_image` with atheris; by hand only.
+"""Coverage-guided fuzzing of `service.domain.preprocess.decode_image` with atheris; by hand only.
 
     .venv/bin/pip install atheris
     .venv/bin/python scripts/fuzz_preprocess.py -max_total_time=60 -max_len=8192
@@ -22,8 +22,8 @@ import numpy as np
 with atheris.instrument_imports():
     from PIL import Image, ImageDraw, JpegImagePlugin, PngImagePlugin  # noqa: F401
 
+    from service.domain.preprocess import ImageLimits, decode_image
     from service.errors import InvalidInput
-    from service.preprocess import ImageLimits, decode_image
 
 LIMITS = ImageLimits()
 

@@ -11,8 +11,8 @@ from pydantic import ValidationError
 
 from service.app import App
 from service.loop import new_event_loop
-from service.registry import ManifestError
 from service.settings import Settings
+from service.store.registry import ManifestError
 from service.workers import WorkerRole, supervise
 
 log = logging.getLogger("service")

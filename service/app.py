@@ -20,18 +20,18 @@ from grpc_reflection.v1alpha import reflection
 from service._proto import POOL
 from service._proto.digits.v1 import digits_pb2, digits_pb2_grpc
 from service._proto.inference import grpc_service_pb2, grpc_service_pb2_grpc
-from service.auth import AuthInterceptor
-from service.batching import BatchingConfig
-from service.closing import ClosingGate
-from service.digits import DigitsServicer
-from service.engine import Engine
-from service.interceptor import ErrorInterceptor
+from service.domain.batching import BatchingConfig
+from service.domain.engine import Engine
+from service.domain.preprocess import ImageLimits
 from service.metrics import Metrics, serve_metrics
-from service.preprocess import ImageLimits
-from service.registry import load_registry
 from service.settings import Settings
-from service.tls import CertificateFiles
-from service.v2 import InferenceServicer
+from service.store.registry import load_registry
+from service.transport.auth import AuthInterceptor
+from service.transport.closing import ClosingGate
+from service.transport.digits import DigitsServicer
+from service.transport.interceptor import ErrorInterceptor
+from service.transport.tls import CertificateFiles
+from service.transport.v2 import InferenceServicer
 from service.workers import WorkerRole
 
 log = logging.getLogger(__name__)
@@ -151,8 +151,8 @@ class App:
         )
 
     async def stop(self, grace: float | None = None) -> None:
-        """Health NOT_SERVING, new work UNAVAILABLE, queued and running work finishes; then
-        gRPC stops without cancelling a call that arrived meanwhile (`service.closing`)."""
+        """Health NOT_SERVING, new work UNAVAILABLE, queued and running work finishes; then gRPC
+        stops without cancelling a call that arrived meanwhile (`service.transport.closing`)."""
         if self._stopped.is_set():
             return
         self._stopped.set()

@@ -5,7 +5,7 @@ being handled now, the first since the wake, is the only thing the server has to
 selector knows this, because calls that gRPC has received but not yet handed to a handler are
 invisible from Python: under load they wait behind whatever the loop is doing, and a request
 that looks alone may have many behind it. The batcher runs a lone request's batch on the loop
-only when the loop is quiet (see service.inline).
+only when the loop is quiet (see service.domain.inline).
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ def venv_bin(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("venv-bin")
     digits = path / "digits"
     digits.write_text(
-        f"#!{sys.executable}\nfrom service.cli import main\nraise SystemExit(main())\n"
+        f"#!{sys.executable}\nfrom digits_client.cli import main\nraise SystemExit(main())\n"
     )
     digits.chmod(0o755)
     return f"{here}:{path}"

@@ -13,9 +13,9 @@ import grpc
 import numpy as np
 import numpy.typing as npt
 
+from loadtest import server as loadtest_server
+from loadtest.server import LocalServer, Samples
 from service._proto.inference import grpc_service_pb2 as v2
-from service.loadtest import server as loadtest_server
-from service.loadtest.server import LocalServer, Samples
 
 ROOT = Path(__file__).resolve().parents[2]
 

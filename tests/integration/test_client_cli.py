@@ -10,16 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
-from service.cli import main, unsure
-from service.client import (
+from digits_client.cli import main, unsure
+from digits_client.client import (
     AsyncDigitsClient,
     Classification,
     DigitsClient,
     DigitsError,
     ModelSummary,
 )
+from PIL import Image
+
 from tests.integration.server import ServerProcess
 from training.data import Split, load_split
 

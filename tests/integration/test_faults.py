@@ -28,13 +28,13 @@ import numpy as np
 import pytest
 from grpc import aio
 
+from loadtest.server import LocalServer, scrape
 from service._proto.inference import grpc_service_pb2 as v2
 from service._proto.inference import grpc_service_pb2_grpc as v2_grpc
 from service.app import App
-from service.loadtest.server import LocalServer, scrape
-from service.registry import sha256_file
-from service.runtime import FloatArray, OnnxModel
 from service.settings import Settings
+from service.store.registry import sha256_file
+from service.store.runtime import FloatArray, OnnxModel
 from tests.integration import reference
 
 STORE = reference.STORE

@@ -11,8 +11,8 @@ import pytest
 from grpc import aio
 
 from service.errors import InvalidInput, NotFound, QueueFull, ServingError
-from service.interceptor import INTERNAL_MESSAGE, ErrorInterceptor
 from service.metrics import Metrics
+from service.transport.interceptor import INTERNAL_MESSAGE, ErrorInterceptor
 
 FAILURES: dict[str, Exception] = {
     "invalid": InvalidInput("images[2].encoded: not a PNG or JPEG"),
@@ -61,7 +61,7 @@ async def call_all() -> dict[str, tuple[grpc.StatusCode, str]]:
 def test_errors_map_to_status_codes_and_bugs_leak_nothing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="service.interceptor"):
+    with caplog.at_level(logging.ERROR, logger="service.transport.interceptor"):
         results = asyncio.run(call_all())
     for key, failure in FAILURES.items():
         if isinstance(failure, ServingError):

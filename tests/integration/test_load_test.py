@@ -115,7 +115,7 @@ def test_ctrl_c_ends_the_phase_writes_the_partial_report_and_exits_130(
         *("--duration", "60", "--out", str(tmp_path)),
     ]
     process = subprocess.Popen(
-        [sys.executable, "-m", "service.loadtest", *args],
+        [sys.executable, "-m", "loadtest", *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -144,7 +144,7 @@ def test_load_test_over_several_connections_to_workers_counts_every_answer(
     tmp_path: Path,
 ) -> None:
     args = [*QUICK, "--apis", "v2", "--connections", "4", "--server-args=--workers 2"]
-    succeeds([sys.executable, "-m", "service.loadtest", *args, "--out", str(tmp_path)])
+    succeeds([sys.executable, "-m", "loadtest", *args, "--out", str(tmp_path)])
     report = only_report(tmp_path)
     assert report["settings"]["connections"] == 4
     for phase in report["phases"]:

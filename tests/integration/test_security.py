@@ -17,11 +17,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from digits_client.cli import main as cli_main
+from digits_client.client import DigitsClient, DigitsError, Security
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service._proto.digits.v1 import digits_pb2, digits_pb2_grpc
-from service.cli import main as cli_main
-from service.client import DigitsClient, DigitsError, Security
 from tests.integration.server import ServerProcess, scrape, wait_for
 
 TOKEN_IN_FILE = "file-token-7f3a9c"

@@ -316,7 +316,7 @@ def test_large_inverted_pictures_keep_99_percent_of_direct_accuracy(
 
 def test_device_choice_is_one_clear_log_line(server: ServerProcess) -> None:
     """On a machine without a GPU: one line saying so, no onnxruntime CUDA error spew."""
-    device_lines = [line for line in server.lines if "service.runtime: device:" in line]
+    device_lines = [line for line in server.lines if "service.store.runtime: device:" in line]
     assert len(device_lines) == 1, device_lines
     assert "CPU" in device_lines[0]
     assert not [line for line in server.lines if "ERROR" in line or "[E:onnxruntime" in line]

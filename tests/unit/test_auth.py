@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from service.auth import AuthInterceptor, _bearer
 from service.settings import Settings
+from service.transport.auth import AuthInterceptor, _bearer
 
 
 def test_tokens_come_from_the_variable_and_the_file(

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.batching import BatcherStats, BatchingConfig, DynamicBatcher, FloatArray
+from service.domain.batching import BatcherStats, BatchingConfig, DynamicBatcher, FloatArray
 from service.errors import DeadlineExceeded, InvalidInput, ModelFailed, QueueFull, Unavailable
 
 OUTPUTS = ("ident", "double", "rowsum")
@@ -284,7 +284,7 @@ def test_model_failure_fails_only_that_batch(caplog: pytest.LogCaptureFixture) -
             5,
         ]
 
-    with caplog.at_level(logging.ERROR, logger="service.batching"):
+    with caplog.at_level(logging.ERROR, logger="service.domain.batching"):
         batcher, model = run(body, FakeModel(threading.Event()))
     assert model.sizes == [1, 2, 2]
     assert any(r.exc_info and "poisoned" in str(r.exc_info[1]) for r in caplog.records)

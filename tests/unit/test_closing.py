@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from service.closing import ClosingGate
 from service.errors import Unavailable
+from service.transport.closing import ClosingGate
 
 
 def test_a_held_call_is_refused_only_once_released() -> None:

@@ -14,10 +14,10 @@ import pytest
 from onnx import TensorProto
 from onnx import helper as h
 
-from service.batching import BatchingConfig, DynamicBatcher
-from service.inline import CostModel
+from service.domain.batching import BatchingConfig, DynamicBatcher
+from service.domain.inline import CostModel
 from service.loop import claim_quiet, new_event_loop
-from service.runtime import OnnxModel
+from service.store.runtime import OnnxModel
 
 
 def test_cost_model_predicts_from_the_nearest_size_it_has_seen() -> None:

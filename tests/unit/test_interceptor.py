@@ -15,8 +15,8 @@ import pytest
 from grpc import aio
 
 from service.errors import InvalidInput
-from service.interceptor import ErrorInterceptor
 from service.metrics import Metrics
+from service.transport.interceptor import ErrorInterceptor
 
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 

@@ -14,8 +14,8 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
+from service.domain.preprocess import ImageLimits, decode_image, from_pixels
 from service.errors import InvalidInput
-from service.preprocess import ImageLimits, decode_image, from_pixels
 from training.data import load_split
 
 LIMITS = ImageLimits()

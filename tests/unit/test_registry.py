@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from service.errors import NotFound
-from service.registry import load_registry
+from service.store.registry import load_registry
 
 STORE = Path(__file__).resolve().parents[2] / "model_store"
 

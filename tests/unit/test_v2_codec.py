@@ -7,7 +7,7 @@ import pytest
 
 from service._proto.inference import grpc_service_pb2 as pb
 from service.errors import InvalidInput
-from service.v2 import checked_input, sanitised
+from service.transport.v2 import checked_input, sanitised
 
 
 def request(images: np.ndarray, shape: list[int] | None = None) -> pb.ModelInferRequest:

@@ -1,6 +1,6 @@
 """`helm test`: classify the sample handwritten 7 through digits.v1; fail unless the answer is 7.
 
-Runs in the release's own image (which has the service's client) with DIGITS_TARGET, the
+Runs in the release's own image (which has the client distribution, digits-client) with DIGITS_TARGET, the
 model to ask in DIGITS_TEST_MODEL, the sample image at DIGITS_TEST_IMAGE and, when token auth
 is on, the server's token file at DIGITS_TOKEN_FILE (the first token is used).
 """
@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from service.client import DigitsClient, DigitsError, Security
+from digits_client.client import DigitsClient, DigitsError, Security
 
 target = os.environ["DIGITS_TARGET"]
 model = os.environ.get("DIGITS_TEST_MODEL", "convnet")

@@ -3,7 +3,7 @@
 Requests queue their rows; batches of at most `max_batch_size` rows run the blocking `infer`
 one at a time: a loop task starts one when work finds the runtime idle, and a finished batch
 starts the next itself. A batch runs on the model's worker thread, or on the event loop when it
-is predicted to cost less than the hand-off would (`service.inline`). Each request gets back
+is predicted to cost less than the hand-off would (`service.domain.inline`). Each request gets back
 exactly its own rows of exactly the outputs it asked for. Nothing here knows gRPC or ONNX.
 """
 
@@ -23,8 +23,8 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from service.domain.inline import WATCHDOG, CostModel, Interrupt, Watchdog
 from service.errors import DeadlineExceeded, InvalidInput, ModelFailed, QueueFull, Unavailable
-from service.inline import WATCHDOG, CostModel, Interrupt, Watchdog
 
 log = logging.getLogger(__name__)
 

@@ -84,7 +84,7 @@ def session_options(
 
 class OnnxModel:
     """One loaded graph. `run` blocks, for the model's own thread; with `inline`, `run_inline`
-    is for the event loop's thread (see service.inline)."""
+    is for the event loop's thread (see service.domain.inline)."""
 
     def __init__(
         self,

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.batching import BatchingConfig, DynamicBatcher, FloatArray, Outputs
+from service.domain.batching import BatchingConfig, DynamicBatcher, FloatArray, Outputs
 from service.errors import InvalidInput, NotFound, Unavailable
 from service.loop import claim_quiet
 from service.metrics import Metrics
-from service.registry import ModelVersion, Registry
+from service.store.registry import ModelVersion, Registry
 
 # Always fetched, whatever the client asked: the prediction metrics need them, and they are small.
 ALWAYS = frozenset({"probabilities", "not_digit"})

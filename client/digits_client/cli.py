@@ -21,7 +21,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from service.client import (
+from digits_client.client import (
     DEFAULT_MODEL,
     DEFAULT_TARGET,
     Classification,
@@ -29,9 +29,9 @@ from service.client import (
     DigitsError,
     Security,
 )
+from digits_client.render import percent, render_layers
+from service.domain.preprocess import ImageLimits, decode_image
 from service.errors import ServingError
-from service.inspect_render import percent, render_layers
-from service.preprocess import ImageLimits, decode_image
 
 UNSURE_MARGIN = 0.2  # top-2 probabilities closer than this: say which two it hesitates between
 BATCH = 32  # images per Classify call, well under any server cap

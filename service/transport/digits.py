@@ -8,12 +8,12 @@ import numpy as np
 
 from service._proto.digits.v1 import digits_pb2 as pb
 from service._proto.digits.v1 import digits_pb2_grpc as pb_grpc
-from service.batching import FloatArray
-from service.engine import Engine
+from service.domain.batching import FloatArray
+from service.domain.engine import Engine
+from service.domain.preprocess import ImageLimits, decode_image, from_pixels
 from service.errors import InvalidInput, NotFound
-from service.preprocess import ImageLimits, decode_image, from_pixels
-from service.registry import ModelVersion
-from service.v2 import PLATFORM, Context, deadline_of
+from service.store.registry import ModelVersion
+from service.transport.v2 import PLATFORM, Context, deadline_of
 
 DEFAULT_MODEL = "convnet"
 # Below this many encoded bytes a request is decoded on the event loop; above, on a thread.

@@ -16,9 +16,9 @@ from typing import Any, TypeAlias
 import grpc
 from grpc import aio
 
-from service.closing import ClosingGate
 from service.errors import ServingError
 from service.metrics import Metrics
+from service.transport.closing import ClosingGate
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def _code(exc: BaseException) -> grpc.StatusCode:
 
 class ErrorInterceptor(aio.ServerInterceptor):
     """Also the door of the stopping server: while `gate.closing`, every call is held by the
-    gate and then refused UNAVAILABLE (see `service.closing`)."""
+    gate and then refused UNAVAILABLE (see `service.transport.closing`)."""
 
     def __init__(self, metrics: Metrics, models: set[str], gate: ClosingGate | None = None) -> None:
         self.metrics = metrics

@@ -23,8 +23,8 @@ import numpy as np
 import numpy.typing as npt
 from grpc_health.v1 import health_pb2
 
-from service._proto.digits.v1 import digits_pb2 as pb
-from service._proto.digits.v1 import digits_pb2_grpc as pb_grpc
+from digits_client._proto.digits.v1 import digits_pb2 as pb
+from digits_client._proto.digits.v1 import digits_pb2_grpc as pb_grpc
 
 DEFAULT_TARGET = "localhost:8001"
 DEFAULT_MODEL = "convnet"

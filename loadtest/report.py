@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from service.loadtest.runner import PhaseResult
+from loadtest.runner import PhaseResult
 
 REPORT_VERSION = 1
 PERCENTILES = (50, 90, 99)

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from service.client import Classification, ModelSummary
+from digits_client.client import Classification, ModelSummary
 
 FloatArray = npt.NDArray[np.float32]
 RGB = tuple[int, int, int]

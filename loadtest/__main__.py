@@ -1,4 +1,4 @@
-"""`python -m service.loadtest`: start or find a server, run every phase, report, exit.
+"""`python -m loadtest`: start or find a server, run every phase, report, exit.
 
 Exit status: 0 when every request was answered OK (or, under the open loop only, refused with
 RESOURCE_EXHAUSTED: the server shedding load as documented); 1 when any other code came back or
@@ -20,20 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from digits_client._proto.inference import grpc_service_pb2 as v2
+from digits_client._proto.inference import grpc_service_pb2_grpc as v2_grpc
 
-from service._proto.inference import grpc_service_pb2 as v2
-from service._proto.inference import grpc_service_pb2_grpc as v2_grpc
-from service.loadtest import perf, report
-from service.loadtest.plot import draw_report
-from service.loadtest.runner import Phase, PhaseResult, Progress, Runner, open_channel, rpc
-from service.loadtest.server import (
+from loadtest import perf, report
+from loadtest.plot import draw_report
+from loadtest.runner import Phase, PhaseResult, Progress, Runner, open_channel, rpc
+from loadtest.server import (
     LocalServer,
     ServerError,
     default_metrics_url,
     server_figures,
     try_scrape,
 )
-from service.loadtest.workload import APIS, POOL, Workload, load_images
+from loadtest.workload import APIS, POOL, Workload, load_images
 
 # 2 models x 2 APIs x (4 concurrencies + 1 open loop) = 20 phases x 2.5 s = 50 s, plus the
 # server's start, warm-up and scrapes: about 60 s for the default run.
@@ -49,7 +49,7 @@ LOCAL_TARGET = "127.0.0.1:8001"
 
 def serving_at(target: str, timeout: float = 1.0) -> bool:
     """Whether a server answers SERVING to a health check at `target`."""
-    from service.client import DigitsClient, DigitsError
+    from digits_client.client import DigitsClient, DigitsError
 
     try:
         with DigitsClient(target, timeout=timeout) as client:
@@ -60,7 +60,7 @@ def serving_at(target: str, timeout: float = 1.0) -> bool:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m service.loadtest",
+        prog="python -m loadtest",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -24,11 +24,11 @@ from typing import Any, Literal, TextIO
 
 import grpc
 import numpy as np
+from digits_client._proto.digits.v1 import digits_pb2_grpc
+from digits_client._proto.inference import grpc_service_pb2_grpc as v2_grpc
 
-from service._proto.digits.v1 import digits_pb2_grpc
-from service._proto.inference import grpc_service_pb2_grpc as v2_grpc
-from service.loadtest.server import ServerFigures
-from service.loadtest.workload import Api
+from loadtest.server import ServerFigures
+from loadtest.workload import Api
 
 Mode = Literal["closed", "open"]
 Call = Callable[..., Awaitable[Any]]

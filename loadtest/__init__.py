@@ -1,4 +1,4 @@
-"""`python -m service.loadtest`: drive a digits server and report where the time goes.
+"""`python -m loadtest`: drive a digits server and report where the time goes.
 
 Closed loop over a concurrency sweep and an open loop at a fixed Poisson request rate, through
 both APIs (KServe V2 raw tensors, digits.v1 PNG images) and every model asked for. Each phase is

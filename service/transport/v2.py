@@ -18,10 +18,10 @@ from grpc import aio
 from service._proto.inference import grpc_service_pb2 as pb
 from service._proto.inference import grpc_service_pb2_grpc as pb_grpc
 from service._proto.inference import model_config_pb2 as mc
-from service.batching import FloatArray
-from service.engine import Engine
+from service.domain.batching import FloatArray
+from service.domain.engine import Engine
 from service.errors import InvalidInput, ServingError
-from service.registry import INPUT_NAME, ModelVersion
+from service.store.registry import INPUT_NAME, ModelVersion
 
 PIXELS = 28 * 28
 # Listed in metadata and returned when a request names no outputs; layers only when named.

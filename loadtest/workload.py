@@ -12,10 +12,9 @@ from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
+from digits_client._proto.digits.v1 import digits_pb2
+from digits_client._proto.inference import grpc_service_pb2 as v2
 from PIL import Image
-
-from service._proto.digits.v1 import digits_pb2
-from service._proto.inference import grpc_service_pb2 as v2
 
 Api: TypeAlias = Literal["v2", "digits"]
 APIS: tuple[Api, ...] = ("v2", "digits")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import NotFound
-from service.runtime import OnnxModel
+from service.store.runtime import OnnxModel
 
 log = logging.getLogger(__name__)
 
