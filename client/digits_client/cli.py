@@ -30,8 +30,6 @@ from digits_client.client import (
     Security,
 )
 from digits_client.render import percent, render_layers
-from service.domain.preprocess import ImageLimits, decode_image
-from service.errors import ServingError
 
 UNSURE_MARGIN = 0.2  # top-2 probabilities closer than this: say which two it hesitates between
 BATCH = 32  # images per Classify call, well under any server cap
@@ -163,13 +161,15 @@ def health(args: argparse.Namespace, client: DigitsClient) -> int:
 def inspect(args: argparse.Namespace, client: DigitsClient) -> int:
     [data] = read_images([args.image])
     summary = client.model(args.model, args.version)
-    [result] = client.classify([data], model=summary.name, version=summary.version, layers=["*"])
+    [result] = client.classify(
+        [data], model=summary.name, version=summary.version, layers=["input", "*"]
+    )
+    # The server's 28x28 input, as it prepared the image for the model: drawn first, apart.
+    prepared = result.layers.pop("input")[0]
     try:
         original: Image.Image | None = Image.open(io.BytesIO(data))
-        # The server does not return its 28x28 input; the same preprocessing remakes it here.
-        prepared = decode_image(data, index=0, limits=ImageLimits())
-    except (OSError, ServingError):  # only the input picture is lost: draw the rest
-        original, prepared = None, None
+    except OSError:  # the server read it, Pillow here cannot: draw the rest
+        original = None
     name = Path(args.image).name
     image = render_layers(result, summary, original=original, prepared=prepared, source=name)
     try:

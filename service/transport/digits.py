@@ -33,19 +33,25 @@ def decode_images(images: list[pb.Image], limits: ImageLimits) -> FloatArray:
     return rows
 
 
-def layer_names(model: ModelVersion, asked: list[str]) -> list[str]:
-    """Short names ("conv1") or "*" → graph output names ("layer.conv1"), in model order."""
+INPUT_LAYER = "input"  # asked for by name only: the image as the server prepared it
+
+
+def layer_names(model: ModelVersion, asked: list[str]) -> tuple[bool, list[str]]:
+    """Short names ("conv1") or "*" → whether "input" was asked for, and the graph output
+    names ("layer.conv1") in model order. "*" is every layer of the model, not "input"."""
     available = model.layers
     if "*" in asked:
-        return available
+        return INPUT_LAYER in asked, available
     names = []
     for i, name in enumerate(asked):
+        if name == INPUT_LAYER:
+            continue
         full = name if name.startswith("layer.") else f"layer.{name}"
         if full not in available:
-            short = ", ".join(n.removeprefix("layer.") for n in available)
+            short = ", ".join([INPUT_LAYER, *(n.removeprefix("layer.") for n in available)])
             raise NotFound(f"layers[{i}]: model '{model.name}' has no layer '{name}' ({short})")
         names.append(full)
-    return [n for n in available if n in names]
+    return INPUT_LAYER in asked, [n for n in available if n in names]
 
 
 def tensor_infos(shapes: dict[str, list[int]], per_image: bool = False) -> list[pb.TensorInfo]:
@@ -85,7 +91,7 @@ class DigitsServicer(pb_grpc.DigitsServicer):
         model = engine.model(request.model or DEFAULT_MODEL, request.version)
         images = list(request.images)
         engine.check_rows(len(images), "images")
-        layers = layer_names(model, list(request.layers))
+        with_input, layers = layer_names(model, list(request.layers))
         engine.check_room(model, len(images))
         encoded_bytes = sum(len(image.encoded) for image in images)
         if encoded_bytes > INLINE_DECODE_BYTES:
@@ -115,6 +121,8 @@ class DigitsServicer(pb_grpc.DigitsServicer):
                 out.not_digit.is_digit = score <= threshold
             if request.include_logits:
                 out.logits.extend(result["logits"][i].tolist())
+            if with_input:
+                out.layers.add(name=INPUT_LAYER, shape=rows[i].shape, data=rows[i].tobytes())
             for name in layers:
                 value = result[name][i]
                 out.layers.add(

@@ -20,6 +20,7 @@ from digits_client.client import (
 )
 from PIL import Image
 
+from service.domain.preprocess import ImageLimits, decode_image
 from tests.integration.server import ServerProcess
 from training.data import Split, load_split
 
@@ -254,3 +255,14 @@ def test_cli_server_error_is_one_line(
     assert main(["--target", server.address, "classify", files[0], "--model", "nope"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "NOT_FOUND" in err and "Traceback" not in err
+
+
+def test_the_input_layer_is_the_image_as_the_server_prepared_it(
+    client: DigitsClient, pngs: list[bytes]
+) -> None:
+    [result] = client.classify(pngs[:1], model="mlp", layers=["input"])
+    assert list(result.layers) == ["input"]
+    prepared = decode_image(pngs[0], index=0, limits=ImageLimits())
+    np.testing.assert_array_equal(result.layers["input"], prepared[None])
+    [both] = client.classify(pngs[:1], model="mlp", layers=["hidden2", "input"])
+    assert list(both.layers) == ["input", "hidden2"]  # the input first, then in model order

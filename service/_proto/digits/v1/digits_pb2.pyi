@@ -57,6 +57,8 @@ class ClassifyRequest(_message.Message):
     def layers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Also return these layers' activations (Result.layers), by the names in
         ModelInfo.layers, e.g. "conv1" or "hidden1". "*" means every layer.
+        "input" (not in ModelInfo.layers, and not included by "*") returns the
+        [1, 28, 28] image as the server prepared it for the model, first.
         """
 
     def __init__(
