@@ -10,8 +10,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SERVE_ARGS ?=
 LOAD_ARGS ?=
 
-.PHONY: install install-train system-deps serve test lint typecheck train evaluate clean proto \
-	proto-check
+.PHONY: install install-train system-deps serve test unit lint typecheck train evaluate clean \
+	proto proto-check
 .PHONY: tools image image-gpu helm-lint
 
 # The service, its client and the test tools; no torch.
@@ -70,6 +70,10 @@ typecheck: install-train
 
 test: install-train system-deps tools proto-check lint typecheck
 	$(PY) -m pytest -q
+
+# The inner loop: the unit tests, no server, no training run; seconds.
+unit: install
+	$(PY) -m pytest -q tests/unit
 
 train: install-train
 	$(PY) -m training --model all --out model_store --data-dir $(DATA_DIR)

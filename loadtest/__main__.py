@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 from digits_client._proto.inference import grpc_service_pb2 as v2
 from digits_client._proto.inference import grpc_service_pb2_grpc as v2_grpc
+from digits_client.client import DigitsClient, DigitsError
 
 from loadtest import perf, report
 from loadtest.plot import draw_report
@@ -49,8 +50,6 @@ LOCAL_TARGET = "127.0.0.1:8001"
 
 def serving_at(target: str, timeout: float = 1.0) -> bool:
     """Whether a server answers SERVING to a health check at `target`."""
-    from digits_client.client import DigitsClient, DigitsError
-
     try:
         with DigitsClient(target, timeout=timeout) as client:
             return client.health() == "SERVING"

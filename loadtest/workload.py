@@ -28,7 +28,9 @@ def load_images(data_dir: Path | None, count: int) -> tuple[npt.NDArray[np.uint8
     Returns the images and where they came from, for the report.
     """
     try:
-        from training.data import default_data_dir, load_split
+        # Optional: the load test also runs where only the client and the repository's tools
+        # are, without training's dependencies.
+        from training.data import default_data_dir, load_split  # noqa: PLC0415
 
         where = data_dir or default_data_dir("mnist")
         images = load_split(where, "test", verify=False).images[:count]

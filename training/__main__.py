@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from training import calibrate, data, evaluate, ood, outliers, score
+from training import calibrate, data, inference, ood, outliers, score
 from training.config import DEFAULTS, TrainConfig
 from training.export import build_manifest, export_onnx, write_manifest
 from training.train import resume, split_train_val, to_tensor, train
@@ -68,8 +68,8 @@ def run_one(cfg: TrainConfig, args: argparse.Namespace, data_dir: Path) -> Path:
     if cfg.teacher and cfg.distill_weight > 0 and (args.out / cfg.teacher).is_dir():
         teacher = args.out / cfg.teacher / str(next_version(args.out / cfg.teacher) - 1)
         if not args.from_checkpoint:
-            teacher_sess = evaluate.session(teacher / "model.onnx")
-            teacher_logits = evaluate.run(teacher_sess, train_split.images, ("logits",))["logits"]
+            teacher_sess = inference.session(teacher / "model.onnx")
+            teacher_logits = inference.run(teacher_sess, train_split.images, ("logits",))["logits"]
             log.info("%s: distilling from %s", cfg.model, teacher)
     if args.from_checkpoint:
         result = resume(args.from_checkpoint)
@@ -99,11 +99,11 @@ def run_one(cfg: TrainConfig, args: argparse.Namespace, data_dir: Path) -> Path:
     onnx_path = target / "model.onnx"
     export_onnx(result.model, onnx_path, temperature, scorer=scorer)
 
-    sess = evaluate.session(onnx_path)
+    sess = inference.session(onnx_path)
     threshold = calibrate.threshold_for_rate(
-        evaluate.run(sess, val_split.images)["not_digit"], NOT_DIGIT_FLAG_RATE
+        inference.run(sess, val_split.images)["not_digit"], NOT_DIGIT_FLAG_RATE
     )
-    on_test = evaluate.run(sess, test.images, ("probabilities", "logits"))
+    on_test = inference.run(sess, test.images, ("probabilities", "logits"))
     uncalibrated = np.exp(calibrate.log_softmax(on_test["logits"] * temperature))
     not_digit: dict[str, Any] = {
         "score": f"sigmoid(w . [{', '.join(fitted['features'])}] + b) after outlier exposure"

@@ -20,35 +20,12 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 
+from training import ood
 from training.data import default_data_dir, load_split
+from training.inference import FloatArray, run, session
 
 log = logging.getLogger(__name__)
-FloatArray = npt.NDArray[np.float32]
-
-
-def session(onnx_path: Path) -> ort.InferenceSession:
-    return ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-
-
-def to_input(images: npt.NDArray[np.uint8]) -> FloatArray:
-    return (images.astype(np.float32) / 255.0)[:, None, :, :]
-
-
-def run(
-    sess: ort.InferenceSession,
-    images: npt.NDArray[np.uint8],
-    outputs: tuple[str, ...] = ("probabilities", "not_digit"),
-    batch: int = 1000,
-) -> dict[str, FloatArray]:
-    """Run the graph over uint8 images in batches; returns the named outputs, concatenated."""
-    parts: dict[str, list[FloatArray]] = {name: [] for name in outputs}
-    for i in range(0, len(images), batch):
-        got = sess.run(list(outputs), {"image": to_input(images[i : i + batch])})
-        for name, value in zip(outputs, got, strict=True):
-            parts[name].append(value)
-    return {name: np.concatenate(values) for name, values in parts.items()}
 
 
 def confusion_matrix(labels: npt.NDArray[np.int64], predicted: npt.NDArray[np.int64]) -> Any:
@@ -58,10 +35,10 @@ def confusion_matrix(labels: npt.NDArray[np.int64], predicted: npt.NDArray[np.in
 
 
 def plot_confusion(matrix: Any, path: Path, title: str) -> None:
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - a training extra, loaded only to draw
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - after choosing the Agg backend
 
     fig, ax = plt.subplots(figsize=(6.4, 5.6))
     shown = np.log1p(matrix)
@@ -88,10 +65,10 @@ def plot_mistakes(
     count: int = 25,
 ) -> None:
     """The `count` mistakes the model was most sure of, with true label and prediction."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - a training extra, loaded only to draw
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - after choosing the Agg backend
 
     predicted = probabilities.argmax(1)
     wrong = np.flatnonzero(predicted != labels)
@@ -174,8 +151,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def ood_main(args: argparse.Namespace) -> int:
-    from training import ood
-
     test = load_split(args.data_dir or default_data_dir(), "test")
     sets = ood.ood_sets(test, args.fashion_dir)
     styles = ood.style_sets(test)

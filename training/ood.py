@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from training import calibrate, data, evaluate, handwriting, outliers
+from training import calibrate, data, handwriting, inference, outliers
 
 # Generated evaluation sets use their own seed: no image in them was seen in training.
 EVAL_SEED = 9_000_001
@@ -55,7 +55,7 @@ def figures(
     """Every figure for one graph; also returns the raw scores for plotting under `_scores`.
     For each digit-style set: accuracy and the share the verdict wrongly flags."""
     outputs = ("probabilities", "logits", "not_digit")
-    digits = evaluate.run(sess, mnist_test.images, outputs)
+    digits = inference.run(sess, mnist_test.images, outputs)
     probabilities = digits["probabilities"]
     scores = {
         "trained": {"mnist_test": digits["not_digit"]},
@@ -63,7 +63,7 @@ def figures(
     }
     per_set: dict[str, Any] = {}
     for name, images in sets.items():
-        got = evaluate.run(sess, images, outputs)
+        got = inference.run(sess, images, outputs)
         scores["trained"][name] = got["not_digit"]
         scores["max_softmax"][name] = 1.0 - got["probabilities"].max(axis=1)
         per_set[name] = {
@@ -76,7 +76,7 @@ def figures(
         per_set[name]["detected_at_threshold"] = float((got["not_digit"] > threshold).mean())
     per_style = {}
     for name, split in (styles or {}).items():
-        got = evaluate.run(sess, split.images, outputs)
+        got = inference.run(sess, split.images, outputs)
         per_style[name] = {
             "accuracy": float((got["probabilities"].argmax(1) == split.labels).mean()),
             "flagged_at_threshold": float((got["not_digit"] > threshold).mean()),
@@ -130,10 +130,10 @@ def handwriting_headline(result: dict[str, Any]) -> dict[str, Any]:
 
 def plot(results: dict[str, dict[str, Any]], path: Path) -> None:
     """Score histograms (digits vs each headline set) and ROC curves, one row per model."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 - a training extra, loaded only to draw
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - after choosing the Agg backend
 
     fig, axes = plt.subplots(len(results), 2, figsize=(12, 3.6 * len(results)), squeeze=False)
     bins = np.linspace(0, 1, 51)

@@ -30,7 +30,7 @@ OVERSAMPLE = 4
 
 @functools.cache
 def _font(name: str) -> object:
-    from HersheyFonts import HersheyFonts  # type: ignore[import-untyped]
+    from HersheyFonts import HersheyFonts  # type: ignore[import-untyped]  # noqa: PLC0415 - on first use
 
     font = HersheyFonts()
     font.load_default_font(name)

@@ -14,9 +14,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from digits_client.client import Classification, ModelSummary
+from digits_client.client import Classification, FloatArray, ModelSummary
 
-FloatArray = npt.NDArray[np.float32]
 RGB = tuple[int, int, int]
 Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 

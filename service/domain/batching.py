@@ -21,15 +21,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-import numpy.typing as npt
 
 from service.domain.inline import WATCHDOG, CostModel, Interrupt, Watchdog
 from service.errors import DeadlineExceeded, InvalidInput, ModelFailed, QueueFull, Unavailable
+from service.names import FloatArray, Outputs
 
 log = logging.getLogger(__name__)
 
-FloatArray = npt.NDArray[np.float32]
-Outputs = dict[str, FloatArray]
 Infer = Callable[[FloatArray, frozenset[str]], Mapping[str, FloatArray]]
 """The runtime: a float32 batch [n, 1, 28, 28] and the output names wanted → each with n rows,
 in fresh arrays (callers get them or slices of them, so they must not be reused buffers)."""

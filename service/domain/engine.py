@@ -10,14 +10,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.domain.batching import BatchingConfig, DynamicBatcher, FloatArray, Outputs
+from service.domain.batching import BatchingConfig, DynamicBatcher
 from service.errors import InvalidInput, NotFound, Unavailable
 from service.loop import claim_quiet
 from service.metrics import Metrics
+from service.names import NOT_DIGIT, PROBABILITIES, FloatArray, Outputs
 from service.store.registry import ModelVersion, Registry
 
 # Always fetched, whatever the client asked: the prediction metrics need them, and they are small.
-ALWAYS = frozenset({"probabilities", "not_digit"})
+ALWAYS = frozenset({PROBABILITIES, NOT_DIGIT})
 LABELS = [str(d) for d in range(10)]
 
 
@@ -66,7 +67,7 @@ class Engine:
             for m in registry.all()
         }
         self._predictions = {
-            name: [metrics.predictions.labels(name, label) for label in [*LABELS, "not_digit"]]
+            name: [metrics.predictions.labels(name, label) for label in [*LABELS, NOT_DIGIT]]
             for name in registry.models
         }
 
@@ -135,7 +136,7 @@ class Engine:
 
     def _count(self, model: ModelVersion, result: Outputs) -> None:
         counters = self._predictions[model.name]
-        probabilities, not_digit = result["probabilities"], result["not_digit"]
+        probabilities, not_digit = result[PROBABILITIES], result[NOT_DIGIT]
         threshold = model.not_digit_threshold
         if len(probabilities) == 1:  # the common case, without numpy's per-call overhead
             label = 10 if not_digit[0] > threshold else int(probabilities[0].argmax())

@@ -17,13 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import NotFound
+from service.names import INPUT_NAME, INPUT_SHAPE, LAYER_PREFIX, REQUIRED_OUTPUTS
 from service.store.runtime import OnnxModel
 
 log = logging.getLogger(__name__)
-
-REQUIRED_OUTPUTS = ("probabilities", "logits", "not_digit")
-INPUT_NAME = "image"
-INPUT_SHAPE = [-1, 1, 28, 28]
 
 
 class ManifestError(Exception):
@@ -45,7 +42,16 @@ class ModelVersion:
 
     @property
     def layers(self) -> list[str]:
-        return [n for n in self.outputs if n.startswith("layer.")]
+        return [n for n in self.outputs if n.startswith(LAYER_PREFIX)]
+
+    @property
+    def provider(self) -> str:
+        """The onnxruntime execution provider its session really uses."""
+        return str(self.runtime.provider)
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.runtime.device == "CUDA"
 
     @property
     def not_digit_threshold(self) -> float:

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 import onnxruntime as ort
+
+from service.names import FloatArray
 
 log = logging.getLogger(__name__)
 
-FloatArray = npt.NDArray[np.float32]
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 

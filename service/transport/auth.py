@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeAlias
+from typing import Any
 
 import grpc
 from grpc import aio
 
+from service.transport.common import Context, MethodHandler
+
 # The stubs' generics are not subscriptable at run time.
-Context: TypeAlias = "aio.ServicerContext[Any, Any]"
-MethodHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 OPEN_SERVICES = (
     "/grpc.health.v1.Health/",

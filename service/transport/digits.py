@@ -8,14 +8,13 @@ import numpy as np
 
 from service._proto.digits.v1 import digits_pb2 as pb
 from service._proto.digits.v1 import digits_pb2_grpc as pb_grpc
-from service.domain.batching import FloatArray
 from service.domain.engine import Engine
 from service.domain.preprocess import ImageLimits, decode_image, from_pixels
 from service.errors import InvalidInput, NotFound
+from service.names import DEFAULT_MODEL, LAYER_PREFIX, LOGITS, NOT_DIGIT, PROBABILITIES, FloatArray
 from service.store.registry import ModelVersion
-from service.transport.v2 import PLATFORM, Context, deadline_of
+from service.transport.common import PLATFORM, Context, deadline_of
 
-DEFAULT_MODEL = "convnet"
 # Below this many encoded bytes a request is decoded on the event loop; above, on a thread.
 INLINE_DECODE_BYTES = 64 * 1024
 
@@ -46,9 +45,9 @@ def layer_names(model: ModelVersion, asked: list[str]) -> tuple[bool, list[str]]
     for i, name in enumerate(asked):
         if name == INPUT_LAYER:
             continue
-        full = name if name.startswith("layer.") else f"layer.{name}"
+        full = name if name.startswith(LAYER_PREFIX) else LAYER_PREFIX + name
         if full not in available:
-            short = ", ".join([INPUT_LAYER, *(n.removeprefix("layer.") for n in available)])
+            short = ", ".join([INPUT_LAYER, *(n.removeprefix(LAYER_PREFIX) for n in available)])
             raise NotFound(f"layers[{i}]: model '{model.name}' has no layer '{name}' ({short})")
         names.append(full)
     return INPUT_LAYER in asked, [n for n in available if n in names]
@@ -63,7 +62,7 @@ def tensor_infos(shapes: dict[str, list[int]], per_image: bool = False) -> list[
 
 def model_info(model: ModelVersion, engine: Engine) -> pb.ModelInfo:
     manifest = model.manifest
-    layers = {n.removeprefix("layer."): model.outputs[n] for n in model.layers}
+    layers = {n.removeprefix(LAYER_PREFIX): model.outputs[n] for n in model.layers}
     return pb.ModelInfo(
         name=model.name,
         version=model.version,
@@ -77,7 +76,7 @@ def model_info(model: ModelVersion, engine: Engine) -> pb.ModelInfo:
         layers=tensor_infos(layers, per_image=True),
         ready=engine.ready,
         platform=PLATFORM,
-        device=model.runtime.provider,
+        device=model.provider,
     )
 
 
@@ -99,10 +98,10 @@ class DigitsServicer(pb_grpc.DigitsServicer):
         else:
             rows = decode_images(images, self.limits)
 
-        wanted = frozenset(["logits", *layers] if request.include_logits else layers)
+        wanted = frozenset([LOGITS, *layers] if request.include_logits else layers)
         result = await engine.infer(model, rows, wanted, deadline_of(context))
 
-        probabilities = result["probabilities"]
+        probabilities = result[PROBABILITIES]
         top2 = np.sort(probabilities, axis=1)[:, -2:]
         digits = probabilities.argmax(axis=1)
         threshold = model.not_digit_threshold
@@ -115,18 +114,18 @@ class DigitsServicer(pb_grpc.DigitsServicer):
                 top2_margin=float(top2[i, 1] - top2[i, 0]),
             )
             if request.include_not_digit:
-                score = float(result["not_digit"][i])
+                score = float(result[NOT_DIGIT][i])
                 out.not_digit.score = score
                 out.not_digit.threshold = threshold
                 out.not_digit.is_digit = score <= threshold
             if request.include_logits:
-                out.logits.extend(result["logits"][i].tolist())
+                out.logits.extend(result[LOGITS][i].tolist())
             if with_input:
                 out.layers.add(name=INPUT_LAYER, shape=rows[i].shape, data=rows[i].tobytes())
             for name in layers:
                 value = result[name][i]
                 out.layers.add(
-                    name=name.removeprefix("layer."), shape=value.shape, data=value.tobytes()
+                    name=name.removeprefix(LAYER_PREFIX), shape=value.shape, data=value.tobytes()
                 )
         return response
 

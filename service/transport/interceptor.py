@@ -11,14 +11,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeAlias
+from typing import Any
 
 import grpc
 from grpc import aio
 
 from service.errors import ServingError
 from service.metrics import Metrics
+from service.names import DEFAULT_MODEL
 from service.transport.closing import ClosingGate
+from service.transport.common import Context, MethodHandler
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +28,9 @@ INTERNAL_MESSAGE = "internal error; the server logged the details"
 # Inference RPCs → the `api` label, the request field naming the model, and its default.
 INFERENCE_METHODS = {
     "/inference.GRPCInferenceService/ModelInfer": ("v2", "model_name", ""),
-    "/digits.v1.Digits/Classify": ("digits", "model", "convnet"),
+    "/digits.v1.Digits/Classify": ("digits", "model", DEFAULT_MODEL),
 }
 
-# The stubs' generics are not subscriptable at run time.
-Context: TypeAlias = "aio.ServicerContext[Any, Any]"
-MethodHandler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Handler = Callable[[Any, Context], Awaitable[Any]]
 
 

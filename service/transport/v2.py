@@ -8,36 +8,27 @@ pixel is clipped to [0,1], so the answer is always finite.
 
 from __future__ import annotations
 
-import time
 from importlib import metadata
-from typing import Any, TypeAlias
+from typing import Any
 
 import numpy as np
-from grpc import aio
 
 from service._proto.inference import grpc_service_pb2 as pb
 from service._proto.inference import grpc_service_pb2_grpc as pb_grpc
 from service._proto.inference import model_config_pb2 as mc
-from service.domain.batching import FloatArray
 from service.domain.engine import Engine
 from service.errors import InvalidInput, ServingError
-from service.store.registry import INPUT_NAME, ModelVersion
+from service.names import INPUT_NAME, INPUT_SHAPE, REQUIRED_OUTPUTS, FloatArray
+from service.store.registry import ModelVersion
+from service.transport.common import PLATFORM, Context, deadline_of
 
 PIXELS = 28 * 28
 # Listed in metadata and returned when a request names no outputs; layers only when named.
-DEFAULT_OUTPUTS = ("probabilities", "logits", "not_digit")
-PLATFORM = "onnxruntime_onnx"
-# The stubs' generics are not subscriptable at run time.
-Context: TypeAlias = "aio.ServicerContext[Any, Any]"
+DEFAULT_OUTPUTS = REQUIRED_OUTPUTS
 
 
 class Unimplemented(ServingError):
     code = "UNIMPLEMENTED"
-
-
-def deadline_of(context: Context) -> float | None:
-    remaining = context.time_remaining()
-    return None if remaining is None else time.monotonic() + remaining
 
 
 def checked_input(request: pb.ModelInferRequest, max_images: int) -> tuple[int, Any]:
@@ -103,11 +94,7 @@ def model_config(model: ModelVersion, engine: Engine) -> mc.ModelConfig:
         outputs.append(
             mc.ModelOutput(name=name, data_type=mc.TYPE_FP32, dims=dims or [1], reshape=reshape)
         )
-    kind = (
-        mc.ModelInstanceGroup.KIND_GPU
-        if model.runtime.device == "CUDA"
-        else mc.ModelInstanceGroup.KIND_CPU
-    )
+    kind = mc.ModelInstanceGroup.KIND_GPU if model.on_gpu else mc.ModelInstanceGroup.KIND_CPU
     return mc.ModelConfig(
         name=model.name,
         platform=PLATFORM,
@@ -170,7 +157,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             platform=PLATFORM,
             inputs=[
                 pb.ModelMetadataResponse.TensorMetadata(
-                    name=INPUT_NAME, datatype="FP32", shape=[-1, 1, 28, 28]
+                    name=INPUT_NAME, datatype="FP32", shape=INPUT_SHAPE
                 )
             ],
             outputs=[tensor_metadata(model, name) for name in DEFAULT_OUTPUTS],

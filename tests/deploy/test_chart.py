@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from service.metrics import Metrics
+from service.settings import Settings
 from tests.deploy.chart import (
     CHART,
     RELEASE,
@@ -212,8 +213,6 @@ def test_settings_become_digits_environment() -> None:
 def test_environment_is_what_the_server_accepts(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from service.settings import Settings
-
     mounted = tmp_path / "mounted-secret"  # stands in for a file the pod mounts
     mounted.write_text("a-token\n")
     for value_set in VALUE_SETS:

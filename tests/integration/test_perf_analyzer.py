@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nvidia.cuda_runtime
 import pytest
 
 from tests.integration.server import ServerProcess, scrape
@@ -15,8 +16,6 @@ from tests.integration.server import ServerProcess, scrape
 
 def perf_analyzer_env() -> dict[str, str]:
     """perf_analyzer links libcudart even on a CPU machine; the pip package provides it."""
-    import nvidia.cuda_runtime
-
     lib = Path(next(iter(nvidia.cuda_runtime.__path__))) / "lib"
     path = os.environ.get("LD_LIBRARY_PATH", "")
     return {**os.environ, "LD_LIBRARY_PATH": f"{lib}:{path}" if path else str(lib)}

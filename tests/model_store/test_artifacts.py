@@ -11,7 +11,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from training import data, evaluate
+from training import data, inference
 
 LAYER_SHAPES: dict[str, dict[str, list[int]]] = {
     "convnet": {
@@ -90,8 +90,8 @@ def test_test_accuracy_is_recomputed_not_copied(
     """All 10,000 test images through onnxruntime: the manifest's figure, and the floor."""
     manifest = manifest_of(version_dir)
     test = data.load_split(mnist_dir, "test")
-    sess = evaluate.session(version_dir / "model.onnx")
-    outputs = evaluate.run(sess, test.images)
+    sess = inference.session(version_dir / "model.onnx")
+    outputs = inference.run(sess, test.images)
     accuracy = float((outputs["probabilities"].argmax(1) == test.labels).mean())
     assert accuracy == pytest.approx(manifest["metrics"]["test_accuracy"], abs=1e-4)
     assert accuracy >= FLOORS[name]

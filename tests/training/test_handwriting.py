@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from training import data, handwriting, ood, score, strokes
+from training.config import DEFAULTS
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +79,6 @@ def test_pen_paths_are_not_thin_strokes(test_digits: data.Split) -> None:
 
 
 def test_evaluation_sets_use_a_seed_no_training_run_uses() -> None:
-    from training.config import DEFAULTS
-
     seeds = {cfg.seed for cfg in DEFAULTS.values()}
     assert ood.EVAL_SEED not in seeds | {s + 1 for s in seeds}
 

@@ -13,6 +13,7 @@ import torch
 
 from training import data, score
 from training.__main__ import main as train_main
+from training.export import export_onnx
 from training.models import MLP, ConvNet, Exported, count_parameters
 from training.train import to_tensor
 
@@ -181,8 +182,6 @@ def test_onnx_matches_pytorch_on_every_output(
     mnist_dir: Path,
 ) -> None:
     """Parity on 256 test images, layers included: max |difference| <= 1e-4."""
-    from training.export import export_onnx
-
     torch.manual_seed(0)
     model = model_cls()
     # Give batch norm statistics that are not the identity, as after training.

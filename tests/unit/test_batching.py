@@ -14,8 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.domain.batching import BatcherStats, BatchingConfig, DynamicBatcher, FloatArray
+from service.domain.batching import BatcherStats, BatchingConfig, DynamicBatcher
 from service.errors import DeadlineExceeded, InvalidInput, ModelFailed, QueueFull, Unavailable
+from service.names import FloatArray
 
 OUTPUTS = ("ident", "double", "rowsum")
 POISON = -1.0  # a row with this id makes the fake model raise
