@@ -3,6 +3,7 @@ a working `digits` command, with nothing of the server (no onnxruntime) importab
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import venv
 from pathlib import Path
@@ -16,11 +17,16 @@ SEVEN = ROOT / "deploy" / "helm" / "digits-serving" / "files" / "seven.png"
 
 @pytest.fixture(scope="module")
 def client_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    where = tmp_path_factory.mktemp("client") / "venv"
+    scratch = tmp_path_factory.mktemp("client")
+    # Built from a copy: pip's build leaves build/ and *.egg-info beside the sources it reads.
+    sources = scratch / "client"
+    skip = shutil.ignore_patterns("build", "*.egg-info", "__pycache__")
+    shutil.copytree(ROOT / "client", sources, ignore=skip)
+    where = scratch / "venv"
     venv.create(where, with_pip=True)
     python = where / "bin" / "python"
     install = [python, "-m", "pip", "--disable-pip-version-check", "-q", "install"]
-    subprocess.run([*install, str(ROOT / "client")], check=True, timeout=300)
+    subprocess.run([*install, str(sources)], check=True, timeout=300)
     return where
 
 
