@@ -59,7 +59,7 @@ PARTS = [
         "service/domain/  (no grpc, protobuf, onnxruntime)",
         (
             "preprocess.py: PNG/JPEG -> 28x28 as MNIST was made",
-            "engine.py: find the version, submit, count labels",
+            "engine.py: admit, run, decide the label",
             "batching.py, inline.py: batches, on loop or thread",
         ),
         (440, 370, 900, 510),
@@ -67,7 +67,11 @@ PARTS = [
     ),
     Part(
         "service/store/",
-        ("registry.py: versions on disk, checked manifests", "runtime.py: onnxruntime (only here)"),
+        (
+            "manifest.py: the typed manifest (training writes it)",
+            "registry.py: versions on disk, checked against it",
+            "runtime.py: onnxruntime (only here)",
+        ),
         (440, 550, 900, 660),
         (226, 217, 243),
     ),
@@ -82,7 +86,7 @@ PARTS = [
 # (start, end, what travels): the request down the left, the answer up the right.
 STEPS = [
     ((400, 100), (440, 230), "bytes in: a ModelInferRequest"),
-    ((560, 330), (560, 370), "its tensor checked, as rows [n,1,28,28]"),
+    ((560, 330), (560, 370), "engine.admit, then its tensor as rows [n,1,28,28]"),
     ((560, 510), (560, 550), "a batch of everyone's rows -> session.run"),
     ((780, 550), (780, 510), "the outputs; each caller gets its own rows"),
     ((780, 370), (780, 330), "arrays -> raw_output_contents"),

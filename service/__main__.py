@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from service.app import App
 from service.loop import new_event_loop
 from service.settings import Settings
-from service.store.registry import ManifestError
+from service.store.manifest import ManifestError
 from service.workers import WorkerRole, supervise
 
 log = logging.getLogger("service")

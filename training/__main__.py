@@ -24,9 +24,10 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from service.store.manifest import sha256_file
 from training import calibrate, data, inference, ood, outliers, score
 from training.config import DEFAULTS, TrainConfig
-from training.export import build_manifest, export_onnx, write_manifest
+from training.export import build_manifest, export_onnx
 from training.train import resume, split_train_val, to_tensor, train
 
 log = logging.getLogger("training")
@@ -151,14 +152,14 @@ def run_one(cfg: TrainConfig, args: argparse.Namespace, data_dir: Path) -> Path:
             "teacher": teacher
             and {
                 "model": f"{teacher.parent.name} v{teacher.name}",
-                "onnx_sha256": data.sha256_file(teacher / "model.onnx"),
+                "onnx_sha256": sha256_file(teacher / "model.onnx"),
                 "distill_weight": cfg.distill_weight,
                 "distill_temperature": cfg.distill_temperature,
             },
             "init_from": cfg.init_from
             and {
                 "checkpoint": Path(cfg.init_from).name,
-                "sha256": data.sha256_file(Path(cfg.init_from)),
+                "sha256": sha256_file(Path(cfg.init_from)),
             },
             "seconds_per_epoch": round(result.seconds_per_epoch, 1),
             "history": result.history,
@@ -166,12 +167,12 @@ def run_one(cfg: TrainConfig, args: argparse.Namespace, data_dir: Path) -> Path:
             "device": "cpu",
         },
     )
-    write_manifest(target / "manifest.json", manifest)
+    manifest.write(target / "manifest.json")
     log.info(
         "%s v%d: test accuracy %.4f, temperature %.3f, not_digit threshold %.4f -> %s",
         cfg.model,
         version,
-        manifest["metrics"]["test_accuracy"],
+        manifest.metrics.test_accuracy,
         temperature,
         threshold,
         target,

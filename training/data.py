@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from service.store.manifest import sha256_file  # the one checksum, for datasets and models
+
 SPLITS = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
@@ -50,14 +52,6 @@ def default_data_dir(dataset: str = "mnist") -> Path:
         return Path(env)
     project = Path(__file__).resolve().parent.parent
     return project.parent / "shared" / "datasets" / dataset
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_checksums(data_dir: Path) -> dict[str, str]:

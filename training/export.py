@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 from importlib import metadata
 from pathlib import Path
@@ -12,7 +11,7 @@ import numpy as np
 import onnx
 import torch
 
-from training import data
+from service.store.manifest import Manifest, sha256_file
 from training.models import MLP, ConvNet, Exported, count_parameters
 
 OPSET = 18
@@ -72,10 +71,6 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
-
-
 def build_manifest(
     *,
     name: str,
@@ -85,18 +80,21 @@ def build_manifest(
     metrics: dict[str, Any],
     not_digit_threshold: float,
     training: dict[str, Any],
-) -> dict[str, Any]:
+) -> Manifest:
+    """The manifest the server reads back; pydantic checks it here, before it is written."""
     inputs, outputs = tensor_specs(onnx_path)
-    return {
-        "name": name,
-        "version": version,
-        "architecture": model.architecture,
-        "parameters": count_parameters(model),
-        "layers": list(model.layer_names),
-        "inputs": inputs,
-        "outputs": outputs,
-        "metrics": metrics,
-        "not_digit_threshold": not_digit_threshold,
-        "onnx_sha256": data.sha256_file(onnx_path),
-        "training": {**training, "libraries": library_versions()},
-    }
+    return Manifest.model_validate(
+        {
+            "name": name,
+            "version": version,
+            "architecture": model.architecture,
+            "parameters": count_parameters(model),
+            "layers": list(model.layer_names),
+            "inputs": inputs,
+            "outputs": outputs,
+            "metrics": metrics,
+            "not_digit_threshold": not_digit_threshold,
+            "onnx_sha256": sha256_file(onnx_path),
+            "training": {**training, "libraries": library_versions()},
+        }
+    )

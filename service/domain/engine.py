@@ -9,13 +9,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
-from service.domain.batching import BatchingConfig, DynamicBatcher
+from service.domain.batching import BatcherStats, BatchingConfig, DynamicBatcher
 from service.errors import InvalidInput, NotFound, Unavailable
 from service.loop import claim_quiet
 from service.metrics import Metrics
 from service.names import NOT_DIGIT, PROBABILITIES, FloatArray, Outputs
-from service.store.registry import ModelVersion, Registry
+from service.store.registry import LoadFailure, ModelVersion, Registry
 
 # Always fetched, whatever the client asked: the prediction metrics need them, and they are small.
 ALWAYS = frozenset({PROBABILITIES, NOT_DIGIT})
@@ -39,6 +40,26 @@ class _PrometheusObserver:
             self._queue.observe(seconds)
         self._infer.observe(infer_seconds)
         self._size.observe(size)
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A request the engine has room for: its model version, the outputs it asked for, and the
+    batcher its rows go to."""
+
+    model: ModelVersion
+    outputs: frozenset[str]
+    batcher: DynamicBatcher
+
+
+@dataclass(frozen=True, slots=True)
+class Decisions:
+    """Per row: the digit, its probability, the margin over the runner-up, the verdict."""
+
+    digits: npt.NDArray[np.intp]
+    confidence: FloatArray
+    margin: FloatArray
+    is_digit: npt.NDArray[np.bool_]
 
 
 class Engine:
@@ -85,22 +106,73 @@ class Engine:
     def ready(self) -> bool:
         return not self.draining and bool(self.registry.models)
 
+    # ---- what the servicers ask: one call admits a request, one awaits its result ----------
+
+    def admit(
+        self,
+        name: str,
+        version: int | str | None,
+        count: int,
+        outputs: Iterable[str],
+        *,
+        rows_field: str,
+        outputs_field: str,
+    ) -> Admission:
+        """Everything a request can be refused for before its rows are decoded: the server is
+        stopping, no such model, version or output, no rows or too many, a full queue. The
+        fields name where in the request the client put what is wrong."""
+        model = self.model(name, version)
+        self.check_rows(count, rows_field)
+        names = list(outputs)
+        wanted = frozenset(names)
+        if not wanted <= model.outputs.keys():
+            known = model.outputs
+            for i, output in enumerate(names):
+                if output not in known:
+                    raise NotFound(
+                        f"{outputs_field}[{i}]: model '{model.name}' has no output '{output}' "
+                        f"(outputs: {', '.join(known)})"
+                    )
+        batcher = self.batchers[(model.name, model.version)]
+        batcher.check_room(count)
+        return Admission(model, wanted, batcher)
+
+    async def run(self, admitted: Admission, rows: FloatArray, deadline: float | None) -> Outputs:
+        """Rows [n,1,28,28] float32 → the admitted outputs with n rows (plus `ALWAYS`)."""
+        self._inflight += 1
+        try:
+            result = await admitted.batcher.submit(rows, admitted.outputs | ALWAYS, deadline)
+        finally:
+            self._inflight -= 1
+        self._count(admitted.model, result)
+        return result
+
     def model(self, name: str, version: int | str | None = None) -> ModelVersion:
         if self.draining:
             raise Unavailable("server is shutting down")
         return self.registry.get(name, version)
 
+    def models(self) -> list[ModelVersion]:
+        """Every loaded version, by name then version."""
+        return list(self.registry.all())
+
+    def newest(self) -> list[ModelVersion]:
+        """Each model at its newest version, by name."""
+        return [self.registry.get(name) for name in sorted(self.registry.models)]
+
     def batcher(self, model: ModelVersion) -> DynamicBatcher:
+        """The version's batcher itself, for tests and tools that watch it work."""
         return self.batchers[(model.name, model.version)]
 
-    def check_outputs(self, model: ModelVersion, names: Iterable[str], field: str) -> None:
-        known = model.outputs
-        for i, name in enumerate(names):
-            if name not in known:
-                raise NotFound(
-                    f"{field}[{i}]: model '{model.name}' has no output '{name}' "
-                    f"(outputs: {', '.join(known)})"
-                )
+    def versions(self, model: ModelVersion) -> list[int]:
+        return sorted(self.registry.models[model.name])
+
+    def stats(self, model: ModelVersion) -> BatcherStats:
+        return self.batchers[(model.name, model.version)].stats
+
+    @property
+    def failures(self) -> list[LoadFailure]:
+        return self.registry.failures
 
     def check_rows(self, count: int, field: str) -> None:
         if count < 1:
@@ -110,31 +182,26 @@ class Engine:
                 f"{field}: {count} images exceed the limit of {self.max_images} per request"
             )
 
-    def check_room(self, model: ModelVersion, count: int) -> None:
-        """Refuse now (QueueFull, Unavailable) what the queue cannot take, before decoding."""
-        self.batcher(model).check_room(count)
+    # ---- the label decision, made here only --------------------------------------------------
 
-    async def infer(
-        self,
-        model: ModelVersion,
-        rows: FloatArray,
-        outputs: frozenset[str],
-        deadline: float | None,
-    ) -> Outputs:
-        """Rows [n,1,28,28] float32 → the named outputs with n rows (plus `ALWAYS`)."""
-        self._inflight += 1
-        try:
-            result = await self.batcher(model).submit(rows, outputs | ALWAYS, deadline)
-        finally:
-            self._inflight -= 1
-        self._count(model, result)
-        return result
+    def decide(self, model: ModelVersion, result: Outputs) -> Decisions:
+        """Each row's digit, its probability, the margin over the runner-up, and whether the
+        not-a-digit score is within the model's threshold."""
+        probabilities = result[PROBABILITIES]
+        top2 = np.sort(probabilities, axis=1)[:, -2:]
+        return Decisions(
+            digits=probabilities.argmax(axis=1),
+            confidence=top2[:, 1],
+            margin=top2[:, 1] - top2[:, 0],
+            is_digit=result[NOT_DIGIT] <= model.not_digit_threshold,
+        )
 
     def _alone(self) -> bool:
         """One call in the engine, the first since the loop woke, and nothing new since."""
         return self._inflight == 1 and claim_quiet()
 
     def _count(self, model: ModelVersion, result: Outputs) -> None:
+        """The prediction metrics: each row's digit, or `not_digit` past the threshold."""
         counters = self._predictions[model.name]
         probabilities, not_digit = result[PROBABILITIES], result[NOT_DIGIT]
         threshold = model.not_digit_threshold

@@ -7,8 +7,6 @@ reason and left out; the others serve.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -18,13 +16,10 @@ from typing import Any
 
 from service.errors import NotFound
 from service.names import INPUT_NAME, INPUT_SHAPE, LAYER_PREFIX, REQUIRED_OUTPUTS
+from service.store.manifest import Manifest, ManifestError, sha256_file
 from service.store.runtime import OnnxModel
 
 log = logging.getLogger(__name__)
-
-
-class ManifestError(Exception):
-    """The files of a model version disagree with each other or with the contract."""
 
 
 @dataclass
@@ -32,13 +27,13 @@ class ModelVersion:
     name: str
     version: int
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     runtime: OnnxModel
 
     @cached_property
     def outputs(self) -> dict[str, list[int]]:
         """Output name → shape with -1 for the batch, in graph order."""
-        return {o["name"]: o["shape"] for o in self.manifest["outputs"]}
+        return {o.name: o.shape for o in self.manifest.outputs}
 
     @property
     def layers(self) -> list[str]:
@@ -55,7 +50,7 @@ class ModelVersion:
 
     @property
     def not_digit_threshold(self) -> float:
-        return float(self.manifest["not_digit_threshold"])
+        return self.manifest.not_digit_threshold
 
 
 @dataclass
@@ -92,27 +87,16 @@ class Registry:
                 yield self.models[name][version]
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def check_manifest(manifest: dict[str, Any], runtime: OnnxModel, path: Path) -> None:
-    for key in ("name", "version", "outputs", "inputs", "not_digit_threshold", "onnx_sha256"):
-        if key not in manifest:
-            raise ManifestError(f"manifest has no '{key}'")
-    if manifest["name"] != path.parent.name or str(manifest["version"]) != path.name:
+def check_manifest(manifest: Manifest, runtime: OnnxModel, path: Path) -> None:
+    if manifest.name != path.parent.name or str(manifest.version) != path.name:
         raise ManifestError(
-            f"manifest names {manifest['name']}/{manifest['version']}, the directory is "
+            f"manifest names {manifest.name}/{manifest.version}, the directory is "
             f"{path.parent.name}/{path.name}"
         )
-    inputs = [(i["name"], i["shape"]) for i in manifest["inputs"]]
+    inputs = [(i.name, i.shape) for i in manifest.inputs]
     if inputs != [(INPUT_NAME, INPUT_SHAPE)] or runtime.input_name != INPUT_NAME:
         raise ManifestError(f"expected one input 'image' {INPUT_SHAPE}, manifest has {inputs}")
-    declared = {o["name"]: o["shape"] for o in manifest["outputs"]}
+    declared = {o.name: o.shape for o in manifest.outputs}
     if declared != runtime.output_shapes:
         raise ManifestError(
             f"manifest outputs {sorted(declared)} differ from the graph's "
@@ -127,15 +111,12 @@ def load_version(path: Path, **runtime_options: Any) -> ModelVersion:
     manifest_path, onnx_path = path / "manifest.json", path / "model.onnx"
     if not manifest_path.is_file() or not onnx_path.is_file():
         raise ManifestError("needs both manifest.json and model.onnx")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ManifestError(f"manifest.json is not valid JSON ({exc})") from exc
+    manifest = Manifest.read(manifest_path)
     actual = sha256_file(onnx_path)
-    if actual != manifest.get("onnx_sha256"):
+    if actual != manifest.onnx_sha256:
         raise ManifestError(
             f"model.onnx sha256 {actual[:12]}… differs from the manifest's "
-            f"{str(manifest.get('onnx_sha256'))[:12]}…"
+            f"{manifest.onnx_sha256[:12]}…"
         )
     runtime = OnnxModel(onnx_path, **runtime_options)
     check_manifest(manifest, runtime, path)
@@ -170,6 +151,6 @@ def load_registry(
                 "model %s loaded on %s (%s parameters)",
                 where,
                 model.runtime.device,
-                f"{model.manifest.get('parameters', '?'):,}",
+                f"{model.manifest.parameters:,}",
             )
     return registry

@@ -66,12 +66,12 @@ def model_info(model: ModelVersion, engine: Engine) -> pb.ModelInfo:
     return pb.ModelInfo(
         name=model.name,
         version=model.version,
-        versions=sorted(engine.registry.models[model.name]),
-        architecture=manifest.get("architecture", ""),
-        parameters=int(manifest.get("parameters", 0)),
-        test_accuracy=float(manifest.get("metrics", {}).get("test_accuracy", 0.0)),
+        versions=engine.versions(model),
+        architecture=manifest.architecture,
+        parameters=manifest.parameters,
+        test_accuracy=manifest.metrics.test_accuracy,
         not_digit_threshold=model.not_digit_threshold,
-        inputs=tensor_infos({i["name"]: i["shape"] for i in manifest["inputs"]}),
+        inputs=tensor_infos({i.name: i.shape for i in manifest.inputs}),
         outputs=tensor_infos(model.outputs),
         layers=tensor_infos(layers, per_image=True),
         ready=engine.ready,
@@ -89,35 +89,38 @@ class DigitsServicer(pb_grpc.DigitsServicer):
         engine = self.engine
         model = engine.model(request.model or DEFAULT_MODEL, request.version)
         images = list(request.images)
-        engine.check_rows(len(images), "images")
         with_input, layers = layer_names(model, list(request.layers))
-        engine.check_room(model, len(images))
+        wanted = [LOGITS, *layers] if request.include_logits else layers
+        admitted = engine.admit(
+            model.name,
+            model.version,
+            len(images),
+            wanted,
+            rows_field="images",
+            outputs_field="layers",
+        )
         encoded_bytes = sum(len(image.encoded) for image in images)
         if encoded_bytes > INLINE_DECODE_BYTES:
             rows = await asyncio.to_thread(decode_images, images, self.limits)
         else:
             rows = decode_images(images, self.limits)
 
-        wanted = frozenset([LOGITS, *layers] if request.include_logits else layers)
-        result = await engine.infer(model, rows, wanted, deadline_of(context))
+        result = await engine.run(admitted, rows, deadline_of(context))
 
         probabilities = result[PROBABILITIES]
-        top2 = np.sort(probabilities, axis=1)[:, -2:]
-        digits = probabilities.argmax(axis=1)
-        threshold = model.not_digit_threshold
+        decided = engine.decide(model, result)
         response = pb.ClassifyResponse(model=model.name, version=model.version)
         for i in range(len(images)):
             out = response.results.add(
-                digit=int(digits[i]),
-                confidence=float(top2[i, 1]),
+                digit=int(decided.digits[i]),
+                confidence=float(decided.confidence[i]),
                 probabilities=probabilities[i].tolist(),
-                top2_margin=float(top2[i, 1] - top2[i, 0]),
+                top2_margin=float(decided.margin[i]),
             )
             if request.include_not_digit:
-                score = float(result[NOT_DIGIT][i])
-                out.not_digit.score = score
-                out.not_digit.threshold = threshold
-                out.not_digit.is_digit = score <= threshold
+                out.not_digit.score = float(result[NOT_DIGIT][i])
+                out.not_digit.threshold = model.not_digit_threshold
+                out.not_digit.is_digit = bool(decided.is_digit[i])
             if request.include_logits:
                 out.logits.extend(result[LOGITS][i].tolist())
             if with_input:
@@ -132,9 +135,8 @@ class DigitsServicer(pb_grpc.DigitsServicer):
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Context
     ) -> pb.ListModelsResponse:
-        registry = self.engine.registry
         return pb.ListModelsResponse(
-            models=[model_info(registry.get(name), self.engine) for name in sorted(registry.models)]
+            models=[model_info(model, self.engine) for model in self.engine.newest()]
         )
 
     async def GetModel(self, request: pb.GetModelRequest, context: Context) -> pb.ModelInfo:

@@ -31,7 +31,7 @@ class Unimplemented(ServingError):
     code = "UNIMPLEMENTED"
 
 
-def checked_input(request: pb.ModelInferRequest, max_images: int) -> tuple[int, Any]:
+def checked_input(request: pb.ModelInferRequest) -> tuple[int, Any]:
     """Validate the one `image` input without touching its pixels → (images, raw bytes or
     fp32 values). Cheap, so a request the queue cannot take is refused before any decoding."""
     if len(request.inputs) != 1:
@@ -45,8 +45,6 @@ def checked_input(request: pb.ModelInferRequest, max_images: int) -> tuple[int, 
     if len(shape) != 4 or shape[1:] != [1, 28, 28] or shape[0] < 1:
         raise InvalidInput(f"inputs[0].shape: expected [N,1,28,28] with N >= 1, got {shape}")
     n = shape[0]
-    if n > max_images:
-        raise InvalidInput(f"inputs[0].shape: {n} images exceed the limit of {max_images}")
     if request.raw_input_contents:
         if len(request.raw_input_contents) != 1:
             raise InvalidInput("raw_input_contents: expected one entry, for input 'image'")
@@ -150,10 +148,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelMetadataRequest, context: Context
     ) -> pb.ModelMetadataResponse:
         model = self.engine.model(request.name, request.version)
-        versions = self.engine.registry.models[model.name]
         return pb.ModelMetadataResponse(
             name=model.name,
-            versions=[str(v) for v in sorted(versions)],
+            versions=[str(v) for v in self.engine.versions(model)],
             platform=PLATFORM,
             inputs=[
                 pb.ModelMetadataResponse.TensorMetadata(
@@ -172,14 +169,19 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: Context
     ) -> pb.ModelInferResponse:
-        engine = self.engine
-        model = engine.model(request.model_name, request.model_version)
-        count, data = checked_input(request, engine.max_images)
+        count, data = checked_input(request)
         names = [o.name for o in request.outputs] or list(DEFAULT_OUTPUTS)
-        engine.check_outputs(model, names, "outputs")
-        engine.check_room(model, count)
+        admitted = self.engine.admit(
+            request.model_name,
+            request.model_version,
+            count,
+            names,
+            rows_field="inputs[0].shape",
+            outputs_field="outputs",
+        )
         rows = sanitised(count, data)
-        result = await engine.infer(model, rows, frozenset(names), deadline_of(context))
+        result = await self.engine.run(admitted, rows, deadline_of(context))
+        model = admitted.model
         response = pb.ModelInferResponse(
             model_name=model.name, model_version=str(model.version), id=request.id
         )
@@ -200,10 +202,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if request.name:
             models = [self.engine.model(request.name, request.version)]
         else:
-            models = list(self.engine.registry.all())
+            models = self.engine.models()
         response = pb.ModelStatisticsResponse()
         for model in models:
-            stats = self.engine.batcher(model).stats
+            stats = self.engine.stats(model)
             response.model_stats.append(
                 pb.ModelStatistics(
                     name=model.name,
@@ -230,11 +232,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.RepositoryIndexRequest, context: Context
     ) -> pb.RepositoryIndexResponse:
         response = pb.RepositoryIndexResponse()
-        for model in self.engine.registry.all():
-            state = "UNAVAILABLE" if self.engine.draining else "READY"
+        state = "READY" if self.engine.ready else "UNAVAILABLE"
+        for model in self.engine.models():
             response.models.add(name=model.name, version=str(model.version), state=state)
         if not request.ready:
-            for failure in self.engine.registry.failures:
+            for failure in self.engine.failures:
                 response.models.add(
                     name=failure.name,
                     version=failure.version,

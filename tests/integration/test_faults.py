@@ -33,7 +33,7 @@ from service._proto.inference import grpc_service_pb2 as v2
 from service._proto.inference import grpc_service_pb2_grpc as v2_grpc
 from service.app import App
 from service.settings import Settings
-from service.store.registry import sha256_file
+from service.store.manifest import sha256_file
 from service.store.runtime import FloatArray, OnnxModel
 from tests.integration import reference
 
@@ -302,7 +302,8 @@ def test_a_stall_on_the_event_loop_moves_to_the_thread_and_the_server_keeps_answ
     images = reference.test_images(4)
 
     async def scenario() -> None:
-        async with running("mlp", "convnet") as (app, target):
+        # A bound well above the mlp's cost even on a loaded machine (idle: ~30 us a batch).
+        async with running("mlp", "convnet", max_inline_cost_us=5000) as (app, target):
             batcher = app.engine.batcher(app.engine.model("mlp"))
             async with aio.insecure_channel(target) as channel:
                 stub = v2_grpc.GRPCInferenceServiceStub(channel)

@@ -125,3 +125,19 @@ def test_no_module_imports_in_a_cycle() -> None:
     for name in sorted(graph):
         if name not in state:
             visit(name)
+
+
+def test_the_leaves_import_nothing_of_ours() -> None:
+    leaves = ("service.names", "service.errors", "service.store.manifest")
+    assert offenders(leaves, ("service", "digits_client", "loadtest", "training")) == []
+
+
+def test_training_reaches_the_server_only_for_the_manifest() -> None:
+    reached = {
+        target
+        for name, targets in IMPORTS.items()
+        if under(name, "training")
+        for target in targets
+        if under(target, "service") and not under(target, "service.store.manifest")
+    }
+    assert reached <= {"service", "service.store"}  # the packages on the way to it

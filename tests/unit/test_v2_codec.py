@@ -21,7 +21,7 @@ def test_non_finite_pixels_become_the_nearest_bound_and_nan_becomes_zero() -> No
     values = np.array([np.nan, np.inf, -np.inf, -0.5, 0.25, 1.5], dtype=np.float32)
     images = np.zeros((1, 1, 28, 28), dtype=np.float32)
     images.flat[:6] = values
-    pixels = sanitised(*checked_input(request(images), max_images=4))
+    pixels = sanitised(*checked_input(request(images)))
     assert pixels.dtype == np.float32 and pixels.shape == (1, 1, 28, 28)
     np.testing.assert_array_equal(pixels.flat[:6], [0.0, 1.0, 0.0, 0.0, 0.25, 1.0])
     assert not pixels.flat[6:].any()
@@ -33,15 +33,15 @@ def test_typed_contents_decode_like_raw_bytes() -> None:
     tensor = typed.inputs.add(name="image", datatype="FP32", shape=[2, 1, 28, 28])
     tensor.contents.fp32_contents.extend(images.ravel().tolist())
     np.testing.assert_array_equal(
-        sanitised(*checked_input(typed, 4)), sanitised(*checked_input(request(images), 4))
+        sanitised(*checked_input(typed)), sanitised(*checked_input(request(images)))
     )
 
 
 def test_header_checks_name_the_field_before_decoding() -> None:
     images = np.zeros((3, 1, 28, 28), dtype=np.float32)
-    with pytest.raises(InvalidInput, match=r"inputs\[0\].shape: 3 images exceed the limit of 2"):
-        checked_input(request(images), max_images=2)
+    with pytest.raises(InvalidInput, match=r"inputs\[0\].shape: expected \[N,1,28,28\]"):
+        checked_input(request(images, shape=[3, 28, 28]))
     with pytest.raises(InvalidInput, match=r"raw_input_contents\[0\]: shape \[4, 1, 28, 28\]"):
-        checked_input(request(images, shape=[4, 1, 28, 28]), max_images=8)
-    count, raw = checked_input(request(images), max_images=8)
+        checked_input(request(images, shape=[4, 1, 28, 28]))
+    count, raw = checked_input(request(images))
     assert count == 3 and isinstance(raw, bytes)
