@@ -71,7 +71,7 @@ def model_info(model: ModelVersion, engine: Engine) -> pb.ModelInfo:
         layers=tensor_infos(layers, per_image=True),
         ready=engine.ready,
         platform=PLATFORM,
-        device=model.runtime.provider,
+        device=model.runtime.device_name,
     )
 
 
