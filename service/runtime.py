@@ -70,7 +70,8 @@ def open_session(
     path: Path, options: ort.SessionOptions, chosen: Plan, device_id: int
 ) -> tuple[ort.InferenceSession, Placement]:
     """A session with the plan's providers, and what it really uses."""
-    # Plain FP32 as on the CPU (TF32 would change the answers in the third digit).
+    # Plain FP32, as on the CPU: TF32 would round the inputs of convolutions and matrix products
+    # to a 10-bit mantissa.
     cuda = (CUDA, {"device_id": str(device_id), "use_tf32": "0"})
     providers = [cuda, CPU] if chosen.try_cuda else [CPU]
     session = ort.InferenceSession(str(path), options, providers=providers)

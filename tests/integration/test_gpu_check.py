@@ -11,7 +11,7 @@ from pathlib import Path
 from tests.integration.server import ROOT
 
 GPU_CHECK = ROOT / "benchmarks" / "gpu_check.py"
-STEPS = ["install", "providers", "conformance", "in-process", "server", "candidates"]
+STEPS = ["index", "install", "providers", "conformance", "in-process", "server", "candidates"]
 
 
 def run(*command: str) -> subprocess.CompletedProcess[str]:
