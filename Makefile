@@ -14,11 +14,14 @@ LOAD_ARGS ?=
 	proto proto-check
 .PHONY: tools image image-gpu helm-lint
 
-# The service, its client and the test tools; no torch.
+# The service, its client and the test tools; no torch. Where an NVIDIA GPU answers
+# (scripts/gpu_present.sh: nvidia-smi, or the driver's libcuda.so.1) also the `gpu` extra, the
+# CUDA and cuDNN runtime libraries as pip wheels (gigabytes: never on a CPU machine).
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml client/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -e ./client -e '.[dev]'
+	extras=dev; if scripts/gpu_present.sh $(PYTHON); then extras=dev,gpu; fi; \
+	  echo "installing ./client and .[$$extras]"; $(PIP) install -e ./client -e ".[$$extras]"
 	touch $@
 
 # The training extra on top (torch==2.13.0, the CPU build, installs from local disk).

@@ -79,6 +79,10 @@ def single_image_request(model: str, version: int | None = None) -> v2.ModelInfe
 PERF_FIGURE = re.compile(r"(Throughput|p50 latency|p90 latency|p99 latency): ([\d.]+)")
 
 
+class PerfAnalyzerFailed(RuntimeError):
+    """perf_analyzer is missing, failed, ran past its time or printed no throughput."""
+
+
 def drive_perf_analyzer(
     target: str, model: str, version: int, concurrency: int, seconds: float
 ) -> dict[str, Any]:
@@ -86,7 +90,7 @@ def drive_perf_analyzer(
     It sends random FP32 tensors and asks for every output in the model's metadata."""
     binary = perf.find_binary()
     if binary is None:
-        raise SystemExit("perf_analyzer not found (pip install 'tritonclient[grpc]')")
+        raise PerfAnalyzerFailed("perf_analyzer not found (pip install 'tritonclient[grpc]')")
     window_ms = max(500, round(seconds * 1000 / 3))
     command = [
         binary, "-m", model, "-x", str(version), "-u", target, "-i", "grpc",
@@ -96,10 +100,16 @@ def drive_perf_analyzer(
     ]  # fmt: skip
     # One connection per context (see perf_analyzer_env), so --workers see the load spread.
     env = perf.perf_analyzer_env()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    limit = 60 + 10 * seconds  # three windows and its start; a hung run must not stall us
+    try:
+        done = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=limit, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise PerfAnalyzerFailed(f"perf_analyzer ran past {limit:g} s: {command}") from None
     figures = dict(PERF_FIGURE.findall(done.stdout))
     if done.returncode != 0 or "Throughput" not in figures:
-        raise SystemExit(f"perf_analyzer failed:\n{done.stdout}{done.stderr}")
+        raise PerfAnalyzerFailed(f"perf_analyzer failed:\n{done.stdout}{done.stderr}")
     return {
         "concurrency": concurrency,
         "requests_per_s": float(figures["Throughput"]),
@@ -239,10 +249,13 @@ def main() -> int:
         for peer in started:
             print(f"{peer.name} serving on port {peer.port}, started in {peer.start_s:.1f} s")
         others = {peer.name: peer.target for peer in started}
-        repetitions = [
-            measure(args, target, model_path, bare.target if bare else None, others)
-            for _ in range(args.repeat)
-        ]
+        try:
+            repetitions = [
+                measure(args, target, model_path, bare.target if bare else None, others)
+                for _ in range(args.repeat)
+            ]
+        except PerfAnalyzerFailed as exc:
+            raise SystemExit(str(exc)) from None
 
     client = (
         "perf_analyzer" if args.client == "perf_analyzer" else f"{args.connections} connection(s)"

@@ -81,6 +81,13 @@ class App:
         )
         if not registry.models:
             raise RuntimeError(f"no model could be loaded from {settings.model_store}")
+        if any(model.runtime.placement.on_cuda for model in registry.all()):
+            settings = settings.on_cuda()
+            log.info(
+                "batching on CUDA: max_batch_size %d, max_queue_delay_us %d",
+                settings.max_batch_size,
+                settings.max_queue_delay_us,
+            )
         metrics = Metrics()
         batching = BatchingConfig(
             max_batch_size=settings.max_batch_size,

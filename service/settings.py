@@ -11,6 +11,11 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The batcher on a GPU, where a batch costs little more than one image: applied only when the
+# sessions really run on CUDA and the setting was not given. Provisional until benchmarks/
+# gpu_check.sh has measured its candidates on a GPU (README, GPU).
+GPU_DEFAULTS = {"max_batch_size": 256, "max_queue_delay_us": 0}
+
 
 class Settings(BaseSettings):
     """Serve the models of a model store over gRPC (KServe V2 and digits.v1)."""
@@ -53,7 +58,7 @@ class Settings(BaseSettings):
     """Run each model once at load, so the first request pays no initialisation."""
 
     max_batch_size: int = Field(64, ge=1, le=4096)
-    """Most images the dynamic batcher gives the model in one call."""
+    """Most images the dynamic batcher gives the model in one call (256 on CUDA unless set)."""
     max_queue_delay_us: int = Field(0, ge=0)
     """How long a batch may wait to fill, in microseconds; 0 runs whatever is queued at once."""
     max_queue_size: int = Field(4096, ge=1)
@@ -111,6 +116,12 @@ class Settings(BaseSettings):
             if path is not None and not path.is_file():
                 raise ValueError(f"{name}: no such file: {path}")
         return self
+
+    def on_cuda(self) -> Settings:
+        """These settings for sessions on CUDA: GPU_DEFAULTS where nothing was given."""
+        return self.model_copy(
+            update={k: v for k, v in GPU_DEFAULTS.items() if k not in self.model_fields_set}
+        )
 
     def bearer_tokens(self) -> list[str]:
         """Every configured token: `auth_tokens` and the lines of `auth_tokens_file`."""

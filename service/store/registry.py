@@ -16,6 +16,7 @@ from typing import Any
 
 from service.errors import NotFound
 from service.names import INPUT_NAME, INPUT_SHAPE, LAYER_PREFIX, REQUIRED_OUTPUTS
+from service.store.device import Gpu
 from service.store.manifest import Manifest, ManifestError, sha256_file
 from service.store.runtime import OnnxModel
 
@@ -40,13 +41,14 @@ class ModelVersion:
         return [n for n in self.outputs if n.startswith(LAYER_PREFIX)]
 
     @property
-    def provider(self) -> str:
-        """The onnxruntime execution provider its session really uses."""
-        return str(self.runtime.provider)
+    def device_name(self) -> str:
+        """The device clients are told about: "CPU" or "CUDA:0 NVIDIA H200"."""
+        return self.runtime.placement.name
 
     @property
-    def on_gpu(self) -> bool:
-        return self.runtime.device == "CUDA"
+    def gpu(self) -> Gpu | None:
+        """The GPU its session runs on; None on the CPU."""
+        return self.runtime.placement.gpu
 
     @property
     def not_digit_threshold(self) -> float:

@@ -1,70 +1,96 @@
 """onnxruntime sessions: provider choice (CUDA when usable, else CPU) and the blocking run call.
 
-This is the only module that imports onnxruntime. Choosing CUDA is checked before a session is
-made: asking onnxruntime-gpu for the CUDA provider on a machine without a driver logs a page of
-library errors, so we look for a usable driver first and say in one line what we chose.
+This is the only module that imports onnxruntime. Whether to try CUDA is decided before a
+session is made (`service.store.device`): asking onnxruntime-gpu for the CUDA provider on a
+machine without a driver logs a page of library errors, so we ask the driver first. The start-up
+line then says what the first real session uses, and why it is the CPU when it is.
 """
 
 from __future__ import annotations
 
-import ctypes
+import contextlib
+import io
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from service.names import FloatArray
+from service.store.device import (
+    CPU,
+    CUDA,
+    Driver,
+    Placement,
+    Plan,
+    cuda_library_error,
+    placement,
+    plan,
+    probe_driver,
+)
 
 log = logging.getLogger(__name__)
 
-CUDA = "CUDAExecutionProvider"
-CPU = "CPUExecutionProvider"
+PROVIDER_DIR = Path(ort.__file__).parent / "capi"
+
+_plan: Plan | None = None
+_first: Placement | None = None
 
 
-def cuda_devices() -> int:
-    """How many CUDA devices the driver reports; 0 when there is no driver or no device."""
-    try:
-        libcuda = ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return 0
-    count = ctypes.c_int(0)
-    if libcuda.cuInit(0) != 0 or libcuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
-        return 0
-    return count.value
+def choose_device(device: str, device_id: int) -> Plan:
+    """Decide once per process; when CUDA is to be tried, its libraries are loaded first."""
+    global _plan  # noqa: PLW0603 - one decision per process
+    if _plan is None:
+        available = ort.get_available_providers()
+        asks_driver = device != "cpu" and CUDA in available
+        _plan = plan(device, device_id, available, probe_driver() if asks_driver else Driver())
+        if _plan.try_cuda and (missing := preload_cuda_libraries()):
+            log.debug("onnxruntime.preload_dlls: %s", missing)
+    return _plan
 
 
-@dataclass(frozen=True)
-class DeviceChoice:
-    providers: list[str | tuple[str, dict[str, str]]]
-    description: str
+def preload_cuda_libraries() -> str:
+    """Load CUDA and cuDNN from the pip wheels (onnxruntime-gpu's [cuda,cudnn] extras), where
+    the provider finds them; a machine-wide CUDA is found without this. Older onnxruntime has
+    no preload_dlls. Returns what it printed about the libraries it could not load."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return ""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        try:
+            preload()
+        except Exception as exc:  # a failed preload leaves it to the session to say more
+            print(f"preload_dlls failed: {exc}")
+    return " ".join(printed.getvalue().split())
 
 
-_choice: DeviceChoice | None = None
+def open_session(
+    path: Path, options: ort.SessionOptions, chosen: Plan, device_id: int
+) -> tuple[ort.InferenceSession, Placement]:
+    """A session with the plan's providers, and what it really uses."""
+    # Plain FP32, as on the CPU: TF32 would round the inputs of convolutions and matrix products
+    # to a 10-bit mantissa.
+    cuda = (CUDA, {"device_id": str(device_id), "use_tf32": "0"})
+    providers = [cuda, CPU] if chosen.try_cuda else [CPU]
+    session = ort.InferenceSession(str(path), options, providers=providers)
+    used = session.get_providers()
+    fell_back = chosen.try_cuda and used[0] != CUDA
+    return session, placement(chosen, used, cuda_library_error(PROVIDER_DIR) if fell_back else "")
 
 
-def choose_device(device: str, device_id: int) -> DeviceChoice:
-    """Pick providers once per process and log the decision in a single line."""
-    global _choice  # noqa: PLW0603 - one decision and one log line per process
-    if _choice is not None:
-        return _choice
-    cpu_only = DeviceChoice([CPU], "CPU")
-    if device == "cpu":
-        _choice = cpu_only
-        log.info("device: CPU (as configured)")
-    elif CUDA not in ort.get_available_providers():
-        _choice = cpu_only
-        log.info("device: CPU (this onnxruntime build has no CUDA provider)")
-    elif (count := cuda_devices()) <= device_id:
-        _choice = cpu_only
-        log.info("device: CPU (no usable CUDA device %d: the driver reports %d)", device_id, count)
-    else:
-        options = {"device_id": str(device_id)}
-        _choice = DeviceChoice([(CUDA, options), CPU], f"CUDA:{device_id}")
-    if device == "cuda" and _choice is cpu_only:
-        log.warning("device=cuda was asked for but is not usable; serving on the CPU")
-    return _choice
+def report(where: Path, device: str, placed: Placement) -> None:
+    """The start-up line, once per process, for the first session; a later session that does
+    not run where the first one does is named."""
+    global _first  # noqa: PLW0603 - one start-up line per process
+    if _first is None:
+        _first = placed
+        if device == "cuda" and not placed.on_cuda:
+            log.warning("device: %s; device=cuda was asked for, serving on the CPU", placed.line())
+        else:
+            log.info("device: %s", placed.line())
+    elif placed != _first:
+        log.warning("%s: device: %s (the first model's: %s)", where, placed.line(), _first.line())
 
 
 def session_options(
@@ -98,14 +124,15 @@ class OnnxModel:
         inline: bool = False,
     ) -> None:
         self.path = path
-        choice = choose_device(device, device_id)
+        chosen = choose_device(device, device_id)
         options = session_options(intra_op_threads, inter_op_threads, spin_wait)
-        self.session = ort.InferenceSession(str(path), options, providers=choice.providers)
-        used = self.session.get_providers()
-        self.provider = used[0]
-        self.device = "CUDA" if self.provider == CUDA else "CPU"
-        if choice.description.startswith("CUDA") and self.device != "CUDA":
-            log.warning("%s: CUDA provider failed to initialise; running on the CPU", path)
+        self.session, self.placement = open_session(path, options, chosen, device_id)
+        report(path, device, self.placement)
+        self.provider = self.placement.providers[0]
+        self.device = self.placement.kind
+        """"CUDA" or "CPU"."""
+        self.device_name = self.placement.name
+        """What clients are told: "CPU" or "CUDA:0 NVIDIA H200"."""
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.output_shapes = {

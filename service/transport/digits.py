@@ -76,7 +76,7 @@ def model_info(model: ModelVersion, engine: Engine) -> pb.ModelInfo:
         layers=tensor_infos(layers, per_image=True),
         ready=engine.ready,
         platform=PLATFORM,
-        device=model.provider,
+        device=model.device_name,
     )
 
 

@@ -92,7 +92,12 @@ def model_config(model: ModelVersion, engine: Engine) -> mc.ModelConfig:
         outputs.append(
             mc.ModelOutput(name=name, data_type=mc.TYPE_FP32, dims=dims or [1], reshape=reshape)
         )
-    kind = mc.ModelInstanceGroup.KIND_GPU if model.on_gpu else mc.ModelInstanceGroup.KIND_CPU
+    gpu = model.gpu
+    instances = (
+        mc.ModelInstanceGroup(count=1, kind=mc.ModelInstanceGroup.KIND_GPU, gpus=[gpu.ordinal])
+        if gpu
+        else mc.ModelInstanceGroup(count=1, kind=mc.ModelInstanceGroup.KIND_CPU)
+    )
     return mc.ModelConfig(
         name=model.name,
         platform=PLATFORM,
@@ -104,7 +109,7 @@ def model_config(model: ModelVersion, engine: Engine) -> mc.ModelConfig:
             max_queue_delay_microseconds=int(engine.batching.max_queue_delay * 1e6),
             default_queue_policy=mc.ModelQueuePolicy(max_queue_size=engine.batching.max_queue_size),
         ),
-        instance_group=[mc.ModelInstanceGroup(count=1, kind=kind)],
+        instance_group=[instances],
     )
 
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from service.metrics import Metrics
-from service.settings import Settings
+from service.settings import GPU_DEFAULTS, Settings
 from tests.deploy.chart import (
     CHART,
     RELEASE,
@@ -240,6 +240,9 @@ def test_gpu_values_request_gpus_on_the_nvidia_runtime() -> None:
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert container["image"].endswith("-gpu")
     assert env(container)["DIGITS_DEVICE"] == "cuda"
+    # The chart passes every setting, so the GPU values give the server's GPU batching defaults.
+    assert env(container)["DIGITS_MAX_BATCH_SIZE"] == str(GPU_DEFAULTS["max_batch_size"])
+    assert env(container)["DIGITS_MAX_QUEUE_DELAY_US"] == str(GPU_DEFAULTS["max_queue_delay_us"])
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
         "tolerations"
     ]

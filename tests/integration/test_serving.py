@@ -9,6 +9,7 @@ from collections import Counter
 
 import grpc
 import numpy as np
+import onnxruntime as ort
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -17,6 +18,7 @@ from PIL import Image
 from service._proto.digits.v1 import digits_pb2, digits_pb2_grpc
 from service._proto.inference import grpc_service_pb2 as v2
 from service._proto.inference import grpc_service_pb2_grpc as v2_grpc
+from service.store.device import plan, probe_driver
 from tests.integration import reference
 from tests.integration.server import ServerProcess, scrape
 from training import data
@@ -170,7 +172,7 @@ def test_list_and_get_models(digits: digits_pb2_grpc.DigitsStub) -> None:
     assert [m.name for m in listed] == sorted(m.name for m in listed)
     mlp = digits.GetModel(digits_pb2.GetModelRequest(name="mlp"), timeout=10)
     assert mlp.parameters == 13_002
-    assert mlp.ready and mlp.device == "CPUExecutionProvider"
+    assert mlp.ready and mlp.device == "CPU"
     assert [(t.name, list(t.shape)) for t in mlp.layers] == [("hidden1", [16]), ("hidden2", [16])]
     assert mlp.test_accuracy == reference.manifest("mlp")["metrics"]["test_accuracy"]  # type: ignore[index]
 
@@ -315,10 +317,15 @@ def test_large_inverted_pictures_keep_99_percent_of_direct_accuracy(
 
 
 def test_device_choice_is_one_clear_log_line(server: ServerProcess) -> None:
-    """On a machine without a GPU: one line saying so, no onnxruntime CUDA error spew."""
+    """On a machine without a GPU: one line saying so and why (what the driver probe of this
+    machine says), what the sessions use, and no onnxruntime CUDA error spew."""
     device_lines = [line for line in server.lines if "service.store.runtime: device:" in line]
     assert len(device_lines) == 1, device_lines
-    assert "CPU" in device_lines[0]
+    expected = plan("auto", 0, ort.get_available_providers(), probe_driver())
+    if expected.try_cuda:  # a GPU machine: the line names the device (or the failed library)
+        assert f"device: {expected.gpu}" in device_lines[0] or "asked for CUDA" in device_lines[0]
+        return
+    assert f"device: CPU ({expected.reason}); sessions use CPUExecutionProvider" in device_lines[0]
     assert not [line for line in server.lines if "ERROR" in line or "[E:onnxruntime" in line]
     assert "libcudart" not in server.log and "Failed to load" not in server.log
 

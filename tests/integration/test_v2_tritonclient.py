@@ -9,6 +9,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
+from service.settings import Settings
 from tests.integration import reference
 from tests.integration.server import ServerProcess
 
@@ -39,9 +40,15 @@ def test_server_is_live_and_ready(client: grpcclient.InferenceServerClient) -> N
     assert client.get_server_metadata().name == "digits-serving"
 
 
+def runs_on_cuda(server: ServerProcess) -> bool:
+    """What the server's start-up line says its sessions use."""
+    (line,) = [line for line in server.lines if "service.store.runtime: device:" in line]
+    return "device: CUDA:" in line
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_model_metadata_and_config_speak_triton(
-    client: grpcclient.InferenceServerClient, model: str
+    server: ServerProcess, client: grpcclient.InferenceServerClient, model: str
 ) -> None:
     assert client.is_model_ready(model)
     meta = client.get_model_metadata(model)
@@ -55,7 +62,13 @@ def test_model_metadata_and_config_speak_triton(
         ("not_digit", [-1]),
     ]
     config = client.get_model_config(model, as_json=True)["config"]
-    assert config["max_batch_size"] == 64
+    on_cuda = runs_on_cuda(server)
+    defaults = Settings().on_cuda() if on_cuda else Settings()
+    assert config["max_batch_size"] == defaults.max_batch_size
+    (instances,) = config["instance_group"]
+    assert (instances["kind"], instances.get("gpus")) == (
+        ("KIND_GPU", [0]) if on_cuda else ("KIND_CPU", None)
+    )
     assert config["input"][0]["dims"] == ["1", "28", "28"]
 
 

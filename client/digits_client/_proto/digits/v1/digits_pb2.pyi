@@ -392,8 +392,8 @@ class ModelInfo(_message.Message):
     platform: _builtins.str
     """The runtime, as in the V2 metadata: "onnxruntime_onnx"."""
     device: _builtins.str
-    """Where it runs: the ONNX Runtime execution provider in use, e.g.
-    "CUDAExecutionProvider" or "CPUExecutionProvider".
+    """The device its session runs on: "CPU", or "CUDA:<ordinal> <name>" on a GPU
+    (e.g. "CUDA:0 NVIDIA H200"), from what the session really uses.
     """
     @_builtins.property
     def versions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
