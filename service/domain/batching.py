@@ -5,6 +5,10 @@ one at a time: a loop task starts one when work finds the runtime idle, and a fi
 starts the next itself. A batch runs on the model's worker thread, or on the event loop when it
 is predicted to cost less than the hand-off would (`service.domain.inline`). Each request gets back
 exactly its own rows of exactly the outputs it asked for. Nothing here knows gRPC or ONNX.
+
+Longer than the project's other modules on purpose: the queue, the launch, the two places a
+batch runs and the delivery share one set of invariants (each request's rows are counted once,
+answered once, and dropped when its caller goes), which read best in one file.
 """
 
 from __future__ import annotations
