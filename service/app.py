@@ -30,6 +30,7 @@ from service.transport.auth import AuthInterceptor
 from service.transport.closing import ClosingGate
 from service.transport.digits import DigitsServicer
 from service.transport.interceptor import ErrorInterceptor
+from service.transport.stream import Streams
 from service.transport.tls import CertificateFiles
 from service.transport.v2 import InferenceServicer
 from service.workers import WorkerRole
@@ -56,6 +57,7 @@ class App:
     grpc_port: int
     metrics_port: int
     gate: ClosingGate
+    streams: Streams
     _metrics_server: Any = None
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -115,9 +117,8 @@ class App:
                 ("grpc.so_reuseport", 1 if role else 0),
             ],
         )
-        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceServicer(engine), server
-        )
+        inference = InferenceServicer(engine)
+        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
         digits_pb2_grpc.add_DigitsServicer_to_server(DigitsServicer(engine, limits), server)
         health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -154,7 +155,16 @@ class App:
         else:
             log.info("serving %s on gRPC port %d, metrics on port %d", served, port, metrics_port)
         return cls(
-            settings, engine, server, health, metrics, port, metrics_port, gate, metrics_server
+            settings,
+            engine,
+            server,
+            health,
+            metrics,
+            port,
+            metrics_port,
+            gate,
+            inference.streams,
+            metrics_server,
         )
 
     async def stop(self, grace: float | None = None) -> None:
@@ -174,6 +184,7 @@ class App:
         stopping = asyncio.ensure_future(self.server.stop(max(deadline - time.monotonic(), 1.0)))
         await asyncio.sleep(0)  # the task's first step begins gRPC's shutdown (GOAWAY)
         self.gate.release()
+        self.streams.close_all()  # open ModelStreamInfer streams end UNAVAILABLE
         log.info("gRPC stopping; %d calls that arrived meanwhile refused as UNAVAILABLE", held)
         await stopping
         if self._metrics_server is not None:

@@ -25,6 +25,8 @@ from service.transport.common import Context, MethodHandler
 log = logging.getLogger(__name__)
 
 INTERNAL_MESSAGE = "internal error; the server logged the details"
+# Streaming RPCs whose servicer takes a message that did not parse as a `Malformed`.
+STREAM_METHODS = frozenset({"/inference.GRPCInferenceService/ModelStreamInfer"})
 # Inference RPCs → the `api` label, the request field naming the model, and its default.
 INFERENCE_METHODS = {
     "/inference.GRPCInferenceService/ModelInfer": ("v2", "model_name", ""),
@@ -87,6 +89,15 @@ class ErrorInterceptor(aio.ServerInterceptor):
         if cached is not None:
             return cached
         handler = await continuation(handler_call_details)
+        if handler is not None and method in STREAM_METHODS and handler.stream_stream:
+            # Its servicer answers a message that did not parse in the stream, as an error.
+            wrapped = grpc.stream_stream_rpc_method_handler(
+                handler.stream_stream,
+                request_deserializer=_tolerant(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
+            self._wrapped[method] = wrapped
+            return wrapped
         if handler is None or handler.unary_unary is None:
             return handler
         wrapped = grpc.unary_unary_rpc_method_handler(

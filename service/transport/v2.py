@@ -8,9 +8,11 @@ pixel is clipped to [0,1], so the answer is always finite.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from importlib import metadata
 from typing import Any
 
+import grpc
 import numpy as np
 
 from service._proto.inference import grpc_service_pb2 as pb
@@ -21,14 +23,11 @@ from service.errors import InvalidInput, ServingError
 from service.names import INPUT_NAME, INPUT_SHAPE, REQUIRED_OUTPUTS, FloatArray
 from service.store.registry import ModelVersion
 from service.transport.common import PLATFORM, Context, deadline_of
+from service.transport.stream import StreamClosed, Streams, answer_stream
 
 PIXELS = 28 * 28
 # Listed in metadata and returned when a request names no outputs; layers only when named.
 DEFAULT_OUTPUTS = REQUIRED_OUTPUTS
-
-
-class Unimplemented(ServingError):
-    code = "UNIMPLEMENTED"
 
 
 def checked_input(request: pb.ModelInferRequest) -> tuple[int, Any]:
@@ -120,6 +119,7 @@ def _duration(count: int, ns: int) -> pb.StatisticDuration:
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.streams = Streams()  # App.stop ends them once gRPC's shutdown has begun
         try:
             self.version = metadata.version("digits-serving")
         except metadata.PackageNotFoundError:
@@ -174,6 +174,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: Context
     ) -> pb.ModelInferResponse:
+        return await self._infer(request, deadline_of(context))
+
+    async def _infer(
+        self, request: pb.ModelInferRequest, deadline: float | None
+    ) -> pb.ModelInferResponse:
         count, data = checked_input(request)
         names = [o.name for o in request.outputs] or list(DEFAULT_OUTPUTS)
         admitted = self.engine.admit(
@@ -185,7 +190,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             outputs_field="outputs",
         )
         rows = sanitised(count, data)
-        result = await self.engine.run(admitted, rows, deadline_of(context))
+        result = await self.engine.run(admitted, rows, deadline)
         model = admitted.model
         response = pb.ModelInferResponse(
             model_name=model.name, model_version=str(model.version), id=request.id
@@ -196,10 +201,29 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             response.raw_output_contents.append(value.tobytes())
         return response
 
-    async def ModelStreamInfer(  # type: ignore[override]
-        self, request_iterator: object, context: Context
-    ) -> None:
-        raise Unimplemented("ModelStreamInfer is not supported; use ModelInfer")
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[Any], context: Context
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """One response per request, with its id; see `service.transport.stream`."""
+        deadline = deadline_of(context)
+
+        async def infer(request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+            return await self._infer(request, deadline)
+
+        try:
+            async for response in answer_stream(
+                request_iterator, infer, self._record_stream, self.streams
+            ):
+                yield response
+        except StreamClosed as closed:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(closed))
+
+    def _record_stream(self, model: str, code: str, seconds: float) -> None:
+        """A stream's request in the request metrics, under the `v2_stream` api."""
+        metrics = self.engine.metrics
+        label = model if model in self.engine.registry.models else "unknown"
+        metrics.requests.labels(label, "v2_stream", code).inc()
+        metrics.request_duration.labels(label, "v2_stream").observe(seconds)
 
     async def ModelStatistics(
         self, request: pb.ModelStatisticsRequest, context: Context
