@@ -26,13 +26,13 @@ from typing import Any
 
 from service._proto.inference import grpc_service_pb2 as pb
 from service.errors import ServingError
+from service.transport.closing import MESSAGE as CLOSED
+from service.transport.interceptor import INTERNAL_MESSAGE
 
 log = logging.getLogger(__name__)
 
 Infer = Callable[[pb.ModelInferRequest], Awaitable[pb.ModelInferResponse]]
 Record = Callable[[str, str, float], None]  # (model asked for, status code name, seconds)
-INTERNAL_MESSAGE = "internal error; the server logged the details"
-CLOSED = "server is shutting down"
 _END, _CLOSE = object(), object()  # the client closed its side; the server is stopping
 
 

@@ -21,23 +21,18 @@ def perf_analyzer_env() -> dict[str, str]:
     return {**os.environ, "LD_LIBRARY_PATH": f"{lib}:{path}" if path else str(lib)}
 
 
-@pytest.mark.parametrize(("model", "batch"), [("mlp", 1), ("convnet", 4)])
-def test_perf_analyzer_runs_against_the_server(
-    server: ServerProcess, model: str, batch: int
-) -> None:
+def run_perf_analyzer(server: ServerProcess, args: str) -> None:
+    """perf_analyzer `args` against `server`, 50 requests a window; fails unless it reports."""
     binary = shutil.which("perf_analyzer", path=str(Path(sys.executable).parent))
     assert binary, "perf_analyzer is installed with tritonclient[grpc]"
-    ok = ("digits_requests_total", (("api", "v2"), ("code", "OK"), ("model", model)))
-    before = scrape(server).get(ok, 0.0)
-    # --stability-percentage 1000: a shared 2-core machine is never "stable"; this test checks
+    # --stability-percentage 1000: a shared 2-core machine is never "stable"; the tests check
     # that perf_analyzer works unchanged, not how fast.
-    args = (
-        f"-m {model} -u {server.address} -i grpc -b {batch} --concurrency-range 2 "
-        "--measurement-mode count_windows --measurement-request-count 50 --max-trials 3 "
-        "--stability-percentage 1000"
+    common = (
+        f"-u {server.address} -i grpc --measurement-mode count_windows "
+        "--measurement-request-count 50 --max-trials 3 --stability-percentage 1000"
     )
     result = subprocess.run(
-        [binary, *args.split()],
+        [binary, *args.split(), *common.split()],
         env=perf_analyzer_env(),
         capture_output=True,
         text=True,
@@ -46,4 +41,13 @@ def test_perf_analyzer_runs_against_the_server(
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Throughput:" in result.stdout
+
+
+@pytest.mark.parametrize(("model", "batch"), [("mlp", 1), ("convnet", 4)])
+def test_perf_analyzer_runs_against_the_server(
+    server: ServerProcess, model: str, batch: int
+) -> None:
+    ok = ("digits_requests_total", (("api", "v2"), ("code", "OK"), ("model", model)))
+    before = scrape(server).get(ok, 0.0)
+    run_perf_analyzer(server, f"-m {model} -b {batch} --concurrency-range 2")
     assert scrape(server).get(ok, 0.0) - before >= 50

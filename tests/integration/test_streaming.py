@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import queue
-import shutil
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -21,7 +17,7 @@ from service._proto.inference import grpc_service_pb2 as v2
 from service._proto.inference import grpc_service_pb2_grpc as v2_grpc
 from tests.integration import reference
 from tests.integration.server import ServerProcess, scrape
-from tests.integration.test_perf_analyzer import perf_analyzer_env
+from tests.integration.test_perf_analyzer import run_perf_analyzer
 
 Answer = tuple[grpcclient.InferResult | None, InferenceServerException | None]
 
@@ -30,6 +26,15 @@ def tensor(images: np.ndarray) -> grpcclient.InferInput:
     value = grpcclient.InferInput("image", list(images.shape), "FP32")
     value.set_data_from_numpy(images)
     return value
+
+
+def raw_stream(channel: grpc.Channel) -> grpc.StreamStreamMultiCallable:
+    """ModelStreamInfer taking serialised requests as they are, bytes that do not parse too."""
+    return channel.stream_stream(
+        "/inference.GRPCInferenceService/ModelStreamInfer",
+        request_serializer=lambda raw: raw,
+        response_deserializer=v2.ModelStreamInferResponse.FromString,
+    )
 
 
 def test_each_request_is_answered_with_its_id_and_errors_stay_in_the_stream(
@@ -76,11 +81,7 @@ def test_each_request_is_answered_with_its_id_and_errors_stay_in_the_stream(
 
 def test_a_message_that_does_not_parse_is_answered_in_the_stream(server: ServerProcess) -> None:
     channel = grpc.insecure_channel(server.address)
-    stream = channel.stream_stream(
-        "/inference.GRPCInferenceService/ModelStreamInfer",
-        request_serializer=lambda raw: raw,
-        response_deserializer=v2.ModelStreamInferResponse.FromString,
-    )
+    stream = raw_stream(channel)
     good = v2.ModelInferRequest(model_name="mlp", id="good")
     good.inputs.add(name="image", datatype="FP32", shape=[1, 1, 28, 28])
     good.raw_input_contents.append(reference.test_images(1).tobytes())
@@ -111,25 +112,9 @@ def test_stream_requests_are_counted(server: ServerProcess) -> None:
 
 
 def test_perf_analyzer_streams(server: ServerProcess) -> None:
-    binary = shutil.which("perf_analyzer", path=str(Path(sys.executable).parent))
-    assert binary, "perf_analyzer is installed with tritonclient[grpc]"
     key = ("digits_requests_total", (("api", "v2_stream"), ("code", "OK"), ("model", "mlp")))
     before = scrape(server).get(key, 0.0)
-    args = (
-        f"-m mlp -u {server.address} -i grpc --streaming --concurrency-range 4 "
-        "--measurement-mode count_windows --measurement-request-count 50 --max-trials 3 "
-        "--stability-percentage 1000"
-    )
-    result = subprocess.run(
-        [binary, *args.split()],
-        env=perf_analyzer_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "Throughput:" in result.stdout
+    run_perf_analyzer(server, "-m mlp --streaming --concurrency-range 4")
     assert scrape(server).get(key, 0.0) - before >= 50
 
 
@@ -147,11 +132,7 @@ def test_sigterm_ends_an_open_stream_unavailable_without_waiting_out_the_grace()
 
     channel = grpc.insecure_channel(server.address)
     try:
-        stream = channel.stream_stream(
-            "/inference.GRPCInferenceService/ModelStreamInfer",
-            request_serializer=lambda raw: raw,
-            response_deserializer=v2.ModelStreamInferResponse.FromString,
-        )
+        stream = raw_stream(channel)
         responses = stream(requests(), timeout=60)
         first = [next(responses), next(responses)]
         assert [r.infer_response.id for r in first] == ["one", "one"]
@@ -180,11 +161,7 @@ def test_a_cancelled_stream_drops_its_queued_work() -> None:
     request.raw_input_contents.append(reference.test_images(100).tobytes())
     channel = grpc.insecure_channel(server.address)
     try:
-        stream = channel.stream_stream(
-            "/inference.GRPCInferenceService/ModelStreamInfer",
-            request_serializer=lambda raw: raw,
-            response_deserializer=v2.ModelStreamInferResponse.FromString,
-        )
+        stream = raw_stream(channel)
         responses = stream(iter([request.SerializeToString()] * 30), timeout=120)
         assert not next(responses).error_message  # the first 100 rows ran
         responses.cancel()  # type: ignore[attr-defined]
