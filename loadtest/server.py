@@ -16,7 +16,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-READY = re.compile(r"on gRPC port (\d+), metrics on port (\d+)")
+READY = re.compile(r"on gRPC port (\d+), (?:HTTP port (\d+), )?metrics on port (\d+)")
 # Every sample of /metrics, keyed by (name, sorted labels).
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -26,7 +26,8 @@ class ServerError(RuntimeError):
 
 
 class LocalServer:
-    """`python -m service --host 127.0.0.1 --grpc-port 0 --metrics-port 0 ...` as a child.
+    """`python -m service --host 127.0.0.1 --grpc-port 0 --http-port 0 --metrics-port 0 ...` as a
+    child; `http_port` is 0 when the arguments turn HTTP off.
 
     It runs in its own session, so a Ctrl-C at the terminal reaches only the load test, which
     then ends its phase cleanly and stops the server itself (SIGTERM, then SIGKILL).
@@ -45,6 +46,8 @@ class LocalServer:
             "127.0.0.1",
             "--grpc-port",
             "0",
+            "--http-port",
+            "0",
             "--metrics-port",
             "0",
             *args,
@@ -58,7 +61,7 @@ class LocalServer:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         self.lines: list[str] = []
-        self.grpc_port = self.metrics_port = 0
+        self.grpc_port = self.http_port = self.metrics_port = 0
         self._ready = threading.Event()
         threading.Thread(target=self._drain, daemon=True).start()
         try:
@@ -75,13 +78,18 @@ class LocalServer:
         for line in self.process.stderr:
             self.lines.append(line)
             if (match := READY.search(line)) and not self._ready.is_set():
-                self.grpc_port, self.metrics_port = int(match[1]), int(match[2])
+                self.grpc_port, self.metrics_port = int(match[1]), int(match[3])
+                self.http_port = int(match[2] or 0)
                 self._ready.set()
         self._ready.set()  # the process ended: stop waiting
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
 
     @property
     def metrics_url(self) -> str:

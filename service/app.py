@@ -1,4 +1,4 @@
-"""Composition root: settings → registry, batchers, servicers, metrics, one gRPC server.
+"""Composition root: settings → registry, batchers, servicers, metrics, the gRPC and HTTP ports.
 
 app = await App.start(settings)   # serving from here on; app.grpc_port is the bound port
 await app.stop()                  # drain: health NOT_SERVING, refuse new work, finish the rest
@@ -26,9 +26,11 @@ from service.domain.preprocess import ImageLimits
 from service.metrics import Metrics, serve_metrics
 from service.settings import Settings
 from service.store.registry import load_registry
-from service.transport.auth import AuthInterceptor
+from service.transport.auth import AuthInterceptor, Tokens
 from service.transport.closing import ClosingGate
 from service.transport.digits import DigitsServicer
+from service.transport.http.common import HttpConfig
+from service.transport.http.server import HttpServer
 from service.transport.interceptor import ErrorInterceptor
 from service.transport.stream import Streams
 from service.transport.tls import CertificateFiles
@@ -58,6 +60,8 @@ class App:
     metrics_port: int
     gate: ClosingGate
     streams: Streams
+    http: HttpServer | None
+    http_port: int
     _metrics_server: Any = None
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -124,6 +128,7 @@ class App:
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         reflection.enable_server_reflection((*SERVICES, reflection.SERVICE_NAME), server, pool=POOL)
         address = f"{settings.host}:{settings.grpc_port}"
+        tls = None
         if settings.tls_cert is not None and settings.tls_key is not None:
             tls = CertificateFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
             port = server.add_secure_port(address, tls.credentials())
@@ -135,8 +140,32 @@ class App:
             (None, 0) if role else serve_metrics(metrics, settings.host, settings.metrics_port)
         )
 
+        http = None
+        http_port = 0
+        if settings.allow_http:
+            config = HttpConfig(
+                max_body_bytes=settings.max_message_bytes,
+                body_timeout_s=settings.http_body_timeout_s,
+                limits=limits,
+                tokens=Tokens(tokens) if tokens else None,
+            )
+            http = HttpServer(engine, metrics, config)
+
         engine.start()
         await server.start()
+        if http is not None:
+            try:
+                http_port = await http.start(
+                    settings.host,
+                    settings.http_port,
+                    ssl_context=tls.ssl_context() if tls else None,
+                    reuse_port=role is not None,
+                )
+            except OSError as exc:
+                await server.stop(0)
+                raise RuntimeError(
+                    f"could not bind HTTP to {settings.host}:{settings.http_port}: {exc}"
+                ) from exc
         serving = health_pb2.HealthCheckResponse.SERVING
         await health.set("", serving)
         for name in (*SERVICES[:2], *registry.models):
@@ -149,11 +178,12 @@ class App:
             len(tokens),
         )
         served = ", ".join(f"{m.name}/{m.version}" for m in registry.all())
+        ports = f"gRPC port {port}" + (f", HTTP port {http_port}" if http else "")
         if role:
-            log.info("serving %s on the shared gRPC port %d", served, port)
+            log.info("serving %s on the shared %s", served, ports)
             role.report_ready(port)
         else:
-            log.info("serving %s on gRPC port %d, metrics on port %d", served, port, metrics_port)
+            log.info("serving %s on %s, metrics on port %d", served, ports, metrics_port)
         return cls(
             settings,
             engine,
@@ -164,6 +194,8 @@ class App:
             metrics_port,
             gate,
             inference.streams,
+            http,
+            http_port,
             metrics_server,
         )
 
@@ -173,9 +205,12 @@ class App:
         if self._stopped.is_set():
             return
         self._stopped.set()
-        self.engine.draining = True  # before any await: from here on new work is refused
         grace = self.settings.grace_period_s if grace is None else grace
         deadline = time.monotonic() + grace
+        if self.http is not None:
+            self.http.draining = True  # new HTTP requests 503, answers close their connections
+            await self.http.settle(limit=min(grace, 5.0))  # no await unless bodies are arriving
+        self.engine.draining = True  # from here on new work is refused
         log.info("draining: finishing queued work for up to %.1f s", grace)
         await self.health.enter_graceful_shutdown()
         await self.engine.stop(grace)
@@ -186,6 +221,8 @@ class App:
         self.gate.release()
         self.streams.close_all()  # open ModelStreamInfer streams end UNAVAILABLE
         log.info("gRPC stopping; %d calls that arrived meanwhile refused as UNAVAILABLE", held)
+        if self.http is not None:
+            await self.http.stop(max(deadline - time.monotonic(), 0.1))
         await stopping
         if self._metrics_server is not None:
             self._metrics_server.shutdown()

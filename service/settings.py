@@ -18,7 +18,8 @@ GPU_DEFAULTS = {"max_batch_size": 256, "max_queue_delay_us": 0}
 
 
 class Settings(BaseSettings):
-    """Serve the models of a model store over gRPC (KServe V2 and digits.v1)."""
+    """Serve the models of a model store over gRPC (KServe V2 and digits.v1) and HTTP (KServe V2
+    REST and /v1/classify)."""
 
     model_config = SettingsConfigDict(
         env_prefix="DIGITS_",
@@ -35,14 +36,18 @@ class Settings(BaseSettings):
     models: list[str] = Field(default_factory=list)
     """Serve only these model names (default: every model in the store)."""
     host: str = "0.0.0.0"
-    """Address the gRPC and metrics ports bind to."""
+    """Address the gRPC, HTTP and metrics ports bind to."""
     grpc_port: int = Field(8001, ge=0, le=65535)
     """gRPC port (KServe V2, digits.v1, health, reflection); 0 picks a free port and logs it."""
+    http_port: int = Field(8000, ge=0, le=65535)
+    """HTTP port (KServe V2 REST, `POST /v1/classify`); 0 picks a free port and logs it."""
+    allow_http: bool = True
+    """Serve the HTTP port; off (`--no-allow-http`) serves gRPC only."""
     metrics_port: int = Field(8002, ge=0, le=65535)
     """Prometheus `/metrics` port; 0 picks a free port and logs it."""
 
     workers: int = Field(1, ge=1, le=64)
-    """Processes sharing the gRPC port; client connections, not calls, spread over them."""
+    """Processes sharing the gRPC and HTTP ports; connections, not calls, spread over them."""
 
     device: Literal["auto", "cuda", "cpu"] = "auto"
     """`auto` uses the CUDA provider when a GPU is usable, else the CPU provider."""
@@ -69,7 +74,9 @@ class Settings(BaseSettings):
     """The same for a lone request on a quiet server (nothing else waits while it runs); 0: no."""
 
     max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024)
-    """Largest gRPC message received or sent (requests with layer tensors can be large)."""
+    """Largest gRPC message received or sent, and HTTP request body (layer tensors are large)."""
+    http_body_timeout_s: float = Field(30.0, gt=0)
+    """Time an HTTP request's body may take to arrive; a slower one gets 408."""
     max_concurrent_rpcs: int = Field(0, ge=0)
     """Calls run at once, health checks included; more get RESOURCE_EXHAUSTED. 0: no limit."""
     max_images_per_request: int = Field(1024, ge=1)
@@ -80,7 +87,7 @@ class Settings(BaseSettings):
     """Largest decoded width x height accepted (decompression bombs are refused before decoding)."""
 
     tls_cert: Path | None = None
-    """Certificate chain (PEM): TLS on the gRPC port, reloaded when it changes; needs `tls_key`."""
+    """Certificate chain (PEM) for TLS on the gRPC and HTTP ports, reloaded; needs `tls_key`."""
     tls_key: Path | None = None
     """Private key (PEM) of `tls_cert`."""
     tls_client_ca: Path | None = None

@@ -76,6 +76,12 @@ def reserve_port(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _close(*sockets: socket.socket | None) -> None:
+    for sock in sockets:
+        if sock is not None:
+            sock.close()
+
+
 def serve_summed_metrics(path: Path, host: str, port: int) -> tuple[object, int]:
     """`/metrics` as the sum of every child's samples; returns the server and its port."""
     registry = CollectorRegistry()
@@ -90,14 +96,18 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _child_args(settings: Settings, argv: list[str], grpc_port: int) -> list[str]:
-    """The parent's own flags (the environment passes on by itself), with the port fixed and one
+def _child_args(
+    settings: Settings, argv: list[str], grpc_port: int, http_port: int | None
+) -> list[str]:
+    """The parent's own flags (the environment passes on by itself), with the ports fixed and one
     worker per child: the last of a repeated flag wins, and flags win over DIGITS_* variables.
 
     Unless set explicitly, the cores are shared out instead of each child taking them all: N
     children with one onnxruntime thread per core each, spinning while idle, would take turns
     on the cores that their event loops need (measured: slower than one process)."""
     args = [*argv, "--grpc-port", str(grpc_port), "--workers", "1"]
+    if http_port is not None:
+        args += ["--http-port", str(http_port)]
     if "intra_op_threads" not in settings.model_fields_set:
         cores = len(os.sched_getaffinity(0))
         args += ["--intra-op-threads", str(max(1, cores // settings.workers))]
@@ -130,6 +140,8 @@ async def supervise(settings: Settings, argv: list[str]) -> int:
     metrics_dir = Path(tempfile.mkdtemp(prefix="digits-metrics-"))
     reserved = reserve_port(settings.host, settings.grpc_port)
     grpc_port = reserved.getsockname()[1]
+    reserved_http = reserve_port(settings.host, settings.http_port) if settings.allow_http else None
+    http_port = reserved_http.getsockname()[1] if reserved_http else None
     children: list[_Child] = []
     metrics_server = None
     try:
@@ -142,7 +154,12 @@ async def supervise(settings: Settings, argv: list[str]) -> int:
                 METRICS_DIR_ENV: str(metrics_dir),
             }
             process = subprocess.Popen(
-                [sys.executable, "-m", "service", *_child_args(settings, argv, grpc_port)],
+                [
+                    sys.executable,
+                    "-m",
+                    "service",
+                    *_child_args(settings, argv, grpc_port, http_port),
+                ],
                 env=env,
                 pass_fds=(write_fd,),
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - only a prctl call, no locks
@@ -151,15 +168,16 @@ async def supervise(settings: Settings, argv: list[str]) -> int:
             children.append(_Child(index, process, asyncio.ensure_future(_read_ready(read_fd))))
         if not await _all_ready(children, stop):
             return 0 if stop.is_set() else 1  # a signal before serving is a clean stop
-        reserved.close()
+        _close(reserved, reserved_http)
         metrics_server, metrics_port = serve_summed_metrics(
             metrics_dir, settings.host, settings.metrics_port
         )
+        ports = f"gRPC port {grpc_port}" + (f", HTTP port {http_port}" if http_port else "")
         log.info(
-            "serving with %d workers (pids %s) on gRPC port %d, metrics on port %d",
+            "serving with %d workers (pids %s) on %s, metrics on port %d",
             len(children),
             ", ".join(str(c.process.pid) for c in children),
-            grpc_port,
+            ports,
             metrics_port,
         )
         died = await _until_stop_or_death(children, stop)
@@ -174,7 +192,7 @@ async def supervise(settings: Settings, argv: list[str]) -> int:
         # Killed children have negative statuses: any status but 0 is a failure.
         return 1 if died is not None or any(statuses) else 0
     finally:
-        reserved.close()
+        _close(reserved, reserved_http)
         for child in children:
             if child.process.poll() is None:
                 child.process.kill()

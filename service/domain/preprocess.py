@@ -2,8 +2,9 @@
 
 Encoded images go through MNIST's own recipe (LeCun et al.): grey, ink cropped, the longest side
 fitted to 20 px with anti-aliasing, then pasted into 28x28 so the centre of mass sits at (14,14).
-Raw pixels are checked and used as given. Only numpy and Pillow here: this runs on the request
-path, so every step is a vectorised array operation or a Pillow call, never a loop over pixels.
+Raw pixels are checked and used as given; a V2 tensor's are sanitised (`sanitised`). Only numpy
+and Pillow here: this runs on the request path, so every step is a vectorised array operation or
+a Pillow call, never a loop over pixels.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from service.errors import InvalidInput
+from service.names import FloatArray
 
 SIDE = 28
 FIT = 20
@@ -70,13 +72,16 @@ class ImageLimits:
     """Declared width or height."""
 
 
-def decode_image(data: bytes, *, index: int, limits: ImageLimits) -> Pixels:
+def decode_image(
+    data: bytes, *, index: int, limits: ImageLimits, field: str | None = None
+) -> Pixels:
     """A PNG or JPEG of any size, colour or polarity → MNIST-style float32 [28,28] in [0,1].
 
     A blank image (no ink) gives all zeros: the model's not-a-digit score judges it.
-    Raises InvalidInput naming `images[index].encoded` for anything unreadable or too large.
+    Raises InvalidInput naming `field` (default `images[index].encoded`) for anything
+    unreadable or too large.
     """
-    field = f"images[{index}].encoded"
+    field = field or f"images[{index}].encoded"
     if not data:
         raise InvalidInput(f"{field}: empty; send a PNG or JPEG file")
     if len(data) > limits.max_encoded_bytes:
@@ -105,6 +110,20 @@ def from_pixels(values: Sequence[float] | npt.ArrayLike, *, index: int) -> Pixel
         at = int(np.flatnonzero(outside)[0])
         raise InvalidInput(f"{field}: value {at} is {array[at]:g}; values must be in [0, 1]")
     return np.clip(array, 0.0, 1.0).reshape(SIDE, SIDE)
+
+
+def sanitised(n: int, data: bytes | Sequence[float] | FloatArray) -> FloatArray:
+    """A V2 tensor's pixels, raw little-endian FP32 bytes or floats → float32 [n,1,28,28] in
+    [0,1]. Non-finite pixels (perf_analyzer's random data has them) become 0 or 1 and every pixel
+    is clipped, so the answer is always finite."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        flat = np.frombuffer(data, dtype="<f4")
+    else:
+        flat = np.asarray(data, dtype=np.float32)
+    # fmax and fmin return the number when one operand is NaN: NaN → 0, -inf → 0, +inf → 1.
+    pixels: FloatArray = np.fmax(flat.reshape(n, 1, SIDE, SIDE), np.float32(0.0))
+    np.fmin(pixels, np.float32(1.0), out=pixels)
+    return pixels
 
 
 def _open(data: bytes, field: str, limits: ImageLimits) -> Image.Image:

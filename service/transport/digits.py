@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import numpy as np
 
 from service._proto.digits.v1 import digits_pb2 as pb
 from service._proto.digits.v1 import digits_pb2_grpc as pb_grpc
+from service.domain.classify import INPUT_LAYER, Ask, classify
 from service.domain.engine import Engine
 from service.domain.preprocess import ImageLimits, decode_image, from_pixels
-from service.errors import InvalidInput, NotFound
+from service.errors import InvalidInput
 from service.names import DEFAULT_MODEL, LAYER_PREFIX, LOGITS, NOT_DIGIT, PROBABILITIES, FloatArray
 from service.store.registry import ModelVersion
 from service.transport.common import PLATFORM, Context, deadline_of
-
-# Below this many encoded bytes a request is decoded on the event loop; above, on a thread.
-INLINE_DECODE_BYTES = 64 * 1024
 
 
 def decode_images(images: list[pb.Image], limits: ImageLimits) -> FloatArray:
@@ -30,27 +26,6 @@ def decode_images(images: list[pb.Image], limits: ImageLimits) -> FloatArray:
         else:
             raise InvalidInput(f"images[{i}]: set either 'encoded' or 'pixels'")
     return rows
-
-
-INPUT_LAYER = "input"  # asked for by name only: the image as the server prepared it
-
-
-def layer_names(model: ModelVersion, asked: list[str]) -> tuple[bool, list[str]]:
-    """Short names ("conv1") or "*" → whether "input" was asked for, and the graph output
-    names ("layer.conv1") in model order. "*" is every layer of the model, not "input"."""
-    available = model.layers
-    if "*" in asked:
-        return INPUT_LAYER in asked, available
-    names = []
-    for i, name in enumerate(asked):
-        if name == INPUT_LAYER:
-            continue
-        full = name if name.startswith(LAYER_PREFIX) else LAYER_PREFIX + name
-        if full not in available:
-            short = ", ".join([INPUT_LAYER, *(n.removeprefix(LAYER_PREFIX) for n in available)])
-            raise NotFound(f"layers[{i}]: model '{model.name}' has no layer '{name}' ({short})")
-        names.append(full)
-    return INPUT_LAYER in asked, [n for n in available if n in names]
 
 
 def tensor_infos(shapes: dict[str, list[int]], per_image: bool = False) -> list[pb.TensorInfo]:
@@ -86,29 +61,20 @@ class DigitsServicer(pb_grpc.DigitsServicer):
         self.limits = limits
 
     async def Classify(self, request: pb.ClassifyRequest, context: Context) -> pb.ClassifyResponse:
-        engine = self.engine
-        model = engine.model(request.model or DEFAULT_MODEL, request.version)
         images = list(request.images)
-        with_input, layers = layer_names(model, list(request.layers))
-        wanted = [LOGITS, *layers] if request.include_logits else layers
-        admitted = engine.admit(
-            model.name,
-            model.version,
-            len(images),
-            wanted,
-            rows_field="images",
-            outputs_field="layers",
+        ask = Ask(
+            model=request.model,
+            version=request.version,
+            layers=list(request.layers),
+            include_logits=request.include_logits,
+            deadline=deadline_of(context),
         )
         encoded_bytes = sum(len(image.encoded) for image in images)
-        if encoded_bytes > INLINE_DECODE_BYTES:
-            rows = await asyncio.to_thread(decode_images, images, self.limits)
-        else:
-            rows = decode_images(images, self.limits)
-
-        result = await engine.run(admitted, rows, deadline_of(context))
-
+        done = await classify(
+            self.engine, ask, len(images), encoded_bytes, lambda: decode_images(images, self.limits)
+        )
+        model, result, decided = done.model, done.outputs, done.decisions
         probabilities = result[PROBABILITIES]
-        decided = engine.decide(model, result)
         response = pb.ClassifyResponse(model=model.name, version=model.version)
         for i in range(len(images)):
             out = response.results.add(
@@ -123,9 +89,10 @@ class DigitsServicer(pb_grpc.DigitsServicer):
                 out.not_digit.is_digit = bool(decided.is_digit[i])
             if request.include_logits:
                 out.logits.extend(result[LOGITS][i].tolist())
-            if with_input:
-                out.layers.add(name=INPUT_LAYER, shape=rows[i].shape, data=rows[i].tobytes())
-            for name in layers:
+            if done.with_input:
+                row = done.rows[i]
+                out.layers.add(name=INPUT_LAYER, shape=row.shape, data=row.tobytes())
+            for name in done.layers:
                 value = result[name][i]
                 out.layers.add(
                     name=name.removeprefix(LAYER_PREFIX), shape=value.shape, data=value.tobytes()

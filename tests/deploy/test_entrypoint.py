@@ -19,7 +19,7 @@ import pytest
 from tests.deploy.chart import CHART, env, helm_test_pod, render
 from tests.deploy.dockerfile import DOCKERFILES, ROOT, Dockerfile, Instruction, parse
 
-READY = re.compile(r"serving \S.* on gRPC port (\d+), metrics on port (\d+)")
+READY = re.compile(r"serving \S.* on gRPC port (\d+), (?:HTTP port \d+, )?metrics on port (\d+)")
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +53,10 @@ def image_environment(dockerfile: Dockerfile, venv_bin: str) -> dict[str, str]:
     image["PATH"] = image["PATH"].replace("$PATH", base["PATH"])
     image["PYTHONPATH"] = str(ROOT)
     image["DIGITS_MODEL_STORE"] = image["DIGITS_MODEL_STORE"].replace(workdir.args, str(ROOT))
-    # Free ports instead of 8001/8002, and only this machine's loopback.
-    image.update(DIGITS_GRPC_PORT="0", DIGITS_METRICS_PORT="0", DIGITS_HOST="127.0.0.1")
+    # Free ports instead of 8000-8002, and only this machine's loopback.
+    image.update(
+        DIGITS_GRPC_PORT="0", DIGITS_HTTP_PORT="0", DIGITS_METRICS_PORT="0", DIGITS_HOST="127.0.0.1"
+    )
     return {**base, **image}
 
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import datetime
+import http.client
 import ipaddress
+import json
 import os
+import ssl
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,6 +269,68 @@ def test_health_needs_no_token(tls_server: ServerProcess, pki: Pki) -> None:
     assert response.status == health_pb2.HealthCheckResponse.SERVING
 
 
+# ---- the HTTP port: the same certificate, tokens and mutual TLS -------------------------------
+
+
+def https(
+    server: ServerProcess,
+    root: bytes,
+    path: str,
+    token: str | None = None,
+    client: Issued | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    context = ssl.create_default_context(cadata=root.decode())
+    if client is not None:
+        with tempfile.TemporaryDirectory() as where:  # ssl loads a chain from files only
+            certificate = Path(where) / "client.pem"
+            certificate.write_bytes(client.cert + client.key)
+            context.load_cert_chain(certificate)
+    connection = http.client.HTTPSConnection(
+        "127.0.0.1", server.http_port, context=context, timeout=10
+    )
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        connection.request("GET", path, headers=headers)
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+def test_https_serves_token_holders_and_refuses_the_rest(
+    tls_server: ServerProcess, pki: Pki
+) -> None:
+    status, _, body = https(tls_server, pki.ca.pem, "/v2/models/mlp", TOKEN_IN_FLAG)
+    assert status == 200 and json.loads(body)["name"] == "mlp"
+    status, headers, body = https(tls_server, pki.ca.pem, "/v2/models/mlp")
+    assert (status, json.loads(body)) == (401, {"error": "missing bearer token"})
+    assert headers["WWW-Authenticate"] == "Bearer"
+    status, _, body = https(tls_server, pki.ca.pem, "/v2/models/mlp", TOKEN_IN_FILE + "x")
+    assert (status, json.loads(body)) == (403, {"error": "invalid token"})
+    # The probes need no token.
+    assert https(tls_server, pki.ca.pem, "/v2/health/ready")[0] == 200
+    assert https(tls_server, pki.ca.pem, "/v2/health/live")[0] == 200
+
+
+def test_the_https_port_refuses_plaintext_and_untrusted_clients(
+    tls_server: ServerProcess, pki: Pki
+) -> None:
+    plain = http.client.HTTPConnection("127.0.0.1", tls_server.http_port, timeout=10)
+    with pytest.raises((ConnectionError, http.client.HTTPException)):
+        plain.request("GET", "/v2/health/live")
+        plain.getresponse()
+    with pytest.raises(ssl.SSLCertVerificationError):
+        https(tls_server, pki.other_ca.pem, "/v2/health/live")
+
+
+def test_mutual_tls_on_the_http_port(mtls_server: ServerProcess, pki: Pki) -> None:
+    assert https(mtls_server, pki.ca.pem, "/v2/models/mlp", client=pki.client)[0] == 200
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        https(mtls_server, pki.ca.pem, "/v2/models/mlp")
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        https(mtls_server, pki.ca.pem, "/v2/models/mlp", client=pki.untrusted_client)
+
+
 def test_mutual_tls_serves_clients_with_a_certificate_from_its_ca(
     mtls_server: ServerProcess, pki: Pki
 ) -> None:
@@ -306,6 +372,10 @@ def test_a_rotated_server_certificate_is_served_without_a_restart(pki: Pki) -> N
         error = refused(secure(server, pki.ca.pem))
         assert error.code() == grpc.StatusCode.UNAVAILABLE
         wait_for(lambda: "TLS certificate files changed: reloaded" in server.log)
+        # The HTTP port serves the new certificate too.
+        assert https(server, pki.other_ca.pem, "/v2/health/live")[0] == 200
+        with pytest.raises(ssl.SSLCertVerificationError):
+            https(server, pki.ca.pem, "/v2/health/live")
 
 
 def test_python_client_and_cli_speak_tls_and_tokens(

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import urllib.error
+import urllib.request
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
@@ -113,3 +117,68 @@ def test_calls_that_arrive_while_stopping_end_unavailable_never_cancelled() -> N
             assert "Traceback" not in server.log
         finally:
             server.kill()
+
+
+def test_sigterm_answers_http_requests_in_flight_and_refuses_new_ones() -> None:
+    """The HTTP port drains like gRPC: requests in flight are answered in full, a request after
+    the signal gets 503 (or no connection once the port has closed), never a 500."""
+    server = ServerProcess(
+        "--models",
+        '["mlp"]',
+        "--max-batch-size",
+        "1",
+        "--max-inline-cost-us",
+        "0",
+        "--max-lone-inline-cost-us",
+        "0",
+        "--max-queue-size",
+        "100000",
+        "--max-images-per-request",
+        "1000",
+        "--grace-period-s",
+        "60",
+    )
+    try:
+        images = np.tile(reference.test_images(100), (10, 1, 1, 1))  # 1,000 batches each
+        expected = reference.run("mlp", images, ["probabilities"])["probabilities"]
+        tensor = {"name": "image", "datatype": "FP32", "shape": list(images.shape)}
+        tensor["parameters"] = {"binary_data_size": images.nbytes}
+        head = json.dumps({"inputs": [tensor], "outputs": [{"name": "probabilities"}]}).encode()
+        body = head + images.tobytes()
+        headers = {"Inference-Header-Content-Length": str(len(head))}
+        url = f"{server.http_url}/v2/models/mlp/infer"
+
+        def post(data: bytes) -> tuple[int, bytes]:
+            request = urllib.request.Request(url, data, headers)
+            try:
+                with urllib.request.urlopen(request, timeout=120) as answer:
+                    return answer.status, answer.read()
+            except urllib.error.HTTPError as refused:
+                return refused.code, refused.read()
+
+        async def scenario() -> tuple[list[tuple[int, bytes]], float, int | None]:
+            loop = asyncio.get_running_loop()
+            with ThreadPoolExecutor(13) as pool:
+                calls = [loop.run_in_executor(pool, post, body) for _ in range(12)]
+                accepted = await sigterm_when_in_flight(server, "mlp", 12, at_least=4)
+                await asyncio.sleep(0.2)
+                late: int | None = None
+                try:
+                    late = (await loop.run_in_executor(pool, post, body))[0]
+                except OSError:
+                    late = None  # the port has closed: refused before any answer
+                return await asyncio.gather(*calls), accepted, late
+
+        results, accepted, late = asyncio.run(scenario())
+        answered = [answer for status, answer in results if status == 200]
+        assert len(answered) >= accepted
+        for answer in answered:
+            data = json.loads(answer)["outputs"][0]["data"]
+            got = np.asarray(data, np.float32).reshape(expected.shape)
+            np.testing.assert_allclose(got, expected, atol=1e-6)
+        assert {status for status, _ in results} <= {200, 503}
+        assert late in (503, None)
+        assert server.wait(60) == 0
+        assert "Traceback" not in server.log
+    finally:
+        server.kill()

@@ -79,7 +79,12 @@ BELOW_TRANSPORT = (
 @pytest.mark.parametrize(
     ("importers", "forbidden"),
     [
-        (BELOW_TRANSPORT, ("grpc", "google.protobuf", "service._proto", "service.transport")),
+        (
+            BELOW_TRANSPORT,
+            ("grpc", "aiohttp", "google.protobuf", "service._proto", "service.transport"),
+        ),
+        # The HTTP port speaks JSON: no protobuf, no gRPC servicer.
+        (("service.transport.http",), ("grpc", "service._proto", "google.protobuf")),
         (("service.domain",), ("onnxruntime", "service.app")),
         (("service.store",), ("service.domain", "service.app")),
         (("service.transport",), ("onnxruntime", "service.app")),

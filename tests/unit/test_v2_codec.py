@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from service._proto.inference import grpc_service_pb2 as pb
+from service.domain.preprocess import sanitised
 from service.errors import InvalidInput
-from service.transport.v2 import checked_input, sanitised
+from service.transport.v2 import checked_input
 
 
 def request(images: np.ndarray, shape: list[int] | None = None) -> pb.ModelInferRequest:
