@@ -222,7 +222,7 @@ class App:
         self.streams.close_all()  # open ModelStreamInfer streams end UNAVAILABLE
         log.info("gRPC stopping; %d calls that arrived meanwhile refused as UNAVAILABLE", held)
         if self.http is not None:
-            await self.http.stop(max(deadline - time.monotonic(), 0.1))
+            await self.http.stop()
         await stopping
         if self._metrics_server is not None:
             self._metrics_server.shutdown()

@@ -8,6 +8,7 @@ clients (perf_analyzer among them) read `dims` and the statistics' counts as JSO
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
@@ -40,6 +41,7 @@ DURATIONS = (
 Json = dict[str, Any]
 
 
+@functools.cache  # reads the installed distribution's files
 def server_version() -> str:
     try:
         return metadata.version("digits-serving")

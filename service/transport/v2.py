@@ -33,22 +33,21 @@ def checked_input(request: pb.ModelInferRequest) -> tuple[int, Any]:
         raise InvalidInput(f"inputs: expected exactly one input 'image', got {len(request.inputs)}")
     tensor = request.inputs[0]
     n = check_image_tensor(tensor.name, tensor.datatype, tensor.shape, "inputs[0]")
-    shape = list(tensor.shape)
     if request.raw_input_contents:
         if len(request.raw_input_contents) != 1:
             raise InvalidInput("raw_input_contents: expected one entry, for input 'image'")
         raw = request.raw_input_contents[0]
         if len(raw) != n * PIXELS * 4:
             raise InvalidInput(
-                f"raw_input_contents[0]: shape {shape} needs {n * PIXELS * 4} bytes of FP32, "
-                f"got {len(raw)}"
+                f"raw_input_contents[0]: shape {list(tensor.shape)} needs {n * PIXELS * 4} bytes "
+                f"of FP32, got {len(raw)}"
             )
         return n, raw
     values = tensor.contents.fp32_contents
     if len(values) != n * PIXELS:
         raise InvalidInput(
-            f"inputs[0].contents.fp32_contents: shape {shape} needs {n * PIXELS} values, "
-            f"got {len(values)}"
+            f"inputs[0].contents.fp32_contents: shape {list(tensor.shape)} needs {n * PIXELS} "
+            f"values, got {len(values)}"
         )
     return n, values
 

@@ -419,8 +419,8 @@ def test_http_requests_are_counted_under_their_api(server: ServerProcess) -> Non
     assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1, 1]
 
 
-def test_http_and_grpc_share_the_batcher_under_load(server: ServerProcess) -> None:
-    """Concurrent keep-alive HTTP clients: every answer right, the server's log clean."""
+def test_concurrent_keep_alive_clients_all_get_their_own_answers(server: ServerProcess) -> None:
+    """Eight keep-alive HTTP clients for 2 s: every answer is its own image's, the log clean."""
     images = reference.test_images(16)
     expected = reference.run("mlp", images, ["probabilities"])["probabilities"]
 

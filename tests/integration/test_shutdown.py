@@ -18,6 +18,13 @@ from service._proto.inference import grpc_service_pb2_grpc as v2_grpc
 from tests.integration import reference
 from tests.integration.server import ServerProcess, assert_drained, sigterm_when_in_flight
 
+# Batches of one image, each handed to the model's thread, make the queued work last seconds,
+# so the signal lands mid-flight; a long grace lets all of it finish.
+SLOW_DRAIN = (
+    "--max-batch-size", "1", "--max-inline-cost-us", "0", "--max-lone-inline-cost-us", "0",
+    "--max-queue-size", "100000", "--max-images-per-request", "1000", "--grace-period-s", "60",
+)  # fmt: skip
+
 
 def request_of(images: np.ndarray) -> v2.ModelInferRequest:
     request = v2.ModelInferRequest(model_name="mlp")
@@ -27,20 +34,7 @@ def request_of(images: np.ndarray) -> v2.ModelInferRequest:
 
 
 def test_sigterm_finishes_in_flight_requests_and_refuses_new_ones() -> None:
-    # Batches of one image, each handed to the model's thread, make the queued work last
-    # seconds, so the signal lands mid-flight.
-    server = ServerProcess(
-        "--max-batch-size",
-        "1",
-        "--max-inline-cost-us",
-        "0",
-        "--max-queue-size",
-        "100000",
-        "--max-images-per-request",
-        "1000",
-        "--grace-period-s",
-        "60",
-    )
+    server = ServerProcess(*SLOW_DRAIN)
     try:
         images = reference.test_images(100)
         expected = reference.run("mlp", images, ["probabilities"])["probabilities"]
@@ -122,22 +116,7 @@ def test_calls_that_arrive_while_stopping_end_unavailable_never_cancelled() -> N
 def test_sigterm_answers_http_requests_in_flight_and_refuses_new_ones() -> None:
     """The HTTP port drains like gRPC: requests in flight are answered in full, a request after
     the signal gets 503 (or no connection once the port has closed), never a 500."""
-    server = ServerProcess(
-        "--models",
-        '["mlp"]',
-        "--max-batch-size",
-        "1",
-        "--max-inline-cost-us",
-        "0",
-        "--max-lone-inline-cost-us",
-        "0",
-        "--max-queue-size",
-        "100000",
-        "--max-images-per-request",
-        "1000",
-        "--grace-period-s",
-        "60",
-    )
+    server = ServerProcess("--models", '["mlp"]', *SLOW_DRAIN)
     try:
         images = np.tile(reference.test_images(100), (10, 1, 1, 1))  # 1,000 batches each
         expected = reference.run("mlp", images, ["probabilities"])["probabilities"]

@@ -26,7 +26,9 @@ from service.errors import InvalidInput
 from service.names import LAYER_PREFIX, LOGITS, NOT_DIGIT, PROBABILITIES, FloatArray
 from service.transport.http.common import (
     HttpConfig,
+    HttpRefusal,
     Route,
+    body_timeout,
     json_answer,
     query_flag,
     reached_engine,
@@ -77,12 +79,10 @@ class ClassifyRoute:
         if kind == MULTIPART:
             return await self._parts(request)
         if kind not in IMAGE_TYPES:
-            raise web.HTTPUnsupportedMediaType(
-                text=(
-                    f'{{"error": "Content-Type: {kind} is not accepted; send a PNG or JPEG '
-                    f'body (image/png, image/jpeg) or {MULTIPART} with one part per image"}}'
-                ),
-                content_type="application/json",
+            raise HttpRefusal(
+                415,
+                f"Content-Type: {kind} is not accepted; send a PNG or JPEG body (image/png, "
+                f"image/jpeg) or {MULTIPART} with one part per image",
             )
         return [await read_body(request, self.config.body_timeout_s)], ["body"]
 
@@ -108,9 +108,7 @@ class ClassifyRoute:
                         f"parts[{len(fields)}] ({part.name or part.filename or 'unnamed'})"
                     )
         except TimeoutError:
-            raise InvalidInput(
-                f"body: not received within {self.config.body_timeout_s:g} s"
-            ) from None
+            raise body_timeout(self.config.body_timeout_s) from None
         except ValueError as exc:  # a malformed multipart body (boundary, headers)
             raise InvalidInput(f"body: not valid {MULTIPART} ({exc})") from None
         return images, fields

@@ -57,6 +57,15 @@ def reached_engine(request: web.Request) -> None:
     request[ARRIVING] = False
 
 
+class HttpRefusal(Exception):
+    """A refusal only HTTP has a status for (408 a slow body, 415 a content type); `str(exc)`
+    is the message the client gets."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def error_response(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
@@ -67,10 +76,11 @@ async def read_body(request: web.Request, timeout: float) -> bytes:
         async with asyncio.timeout(timeout):
             return await request.read()
     except TimeoutError:
-        raise web.HTTPRequestTimeout(
-            text=json.dumps({"error": f"body: not received within {timeout:g} s"}),
-            content_type="application/json",
-        ) from None
+        raise body_timeout(timeout) from None
+
+
+def body_timeout(timeout: float) -> HttpRefusal:
+    return HttpRefusal(408, f"body: not received within {timeout:g} s")
 
 
 def query_flag(request: web.Request, name: str, default: bool) -> bool:

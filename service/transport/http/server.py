@@ -14,10 +14,10 @@ handler whose client goes away is cancelled (its queued rows are dropped, as wit
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import ssl
 import time
+from typing import Any
 
 from aiohttp import web
 
@@ -33,6 +33,7 @@ from service.transport.http.common import (
     HTTP_STATUS,
     Handler,
     HttpConfig,
+    HttpRefusal,
     error_response,
 )
 from service.transport.interceptor import INTERNAL_MESSAGE
@@ -40,6 +41,8 @@ from service.transport.interceptor import INTERNAL_MESSAGE
 log = logging.getLogger(__name__)
 
 # An HTTP-only refusal (aiohttp's or ours) → the code name counted in the request metrics.
+# Handlers have finished when the port closes (the engine drained first): the rest is sending.
+SHUTDOWN_TIMEOUT_S = 1.0
 CODE_OF_STATUS = {
     400: "INVALID_ARGUMENT",
     404: "NOT_FOUND",
@@ -74,21 +77,29 @@ class HttpServer:
         models = [*engine.registry.models, "unknown"]
         self._models = set(engine.registry.models)
         self._inflight = {m: metrics.inflight.labels(m) for m in models}
+        # Label children looked up once: `labels()` costs more than the update itself.
+        self._durations = {
+            (m, api): metrics.request_duration.labels(m, api)
+            for m in models
+            for api in set(self.apis.values())
+        }
+        self._requests: dict[tuple[str, str, str], Any] = {}
 
     async def start(
         self, host: str, port: int, ssl_context: ssl.SSLContext | None, reuse_port: bool
     ) -> int:
         self._runner = web.AppRunner(
-            self.app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
+            self.app,
+            access_log=None,
+            handler_cancellation=True,
+            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
         )
         await self._runner.setup()
         site = web.TCPSite(
             self._runner, host, port, ssl_context=ssl_context, reuse_port=reuse_port or None
         )
         await site.start()
-        server = site._server  # the asyncio server: the only place that knows a port-0 port
-        sockets = getattr(server, "sockets", None) or []
-        return int(sockets[0].getsockname()[1]) if sockets else port
+        return int(self._runner.addresses[0][1])  # the bound port, when asked for port 0
 
     async def settle(self, limit: float) -> None:
         """Wait (at most `limit` s) until every inference request that arrived before the drain
@@ -98,12 +109,11 @@ class HttpServer:
         while any(r.get(ARRIVING) for r in self._arriving.values()) and time.monotonic() < deadline:
             await asyncio.sleep(0.002)
 
-    async def stop(self, timeout: float) -> None:
-        """Stop listening; handlers still running get `timeout` s, then connections close."""
-        if self._runner is None:
-            return
-        self._runner._shutdown_timeout = max(timeout, 0.1)  # set on the runner, as aiohttp asks
-        await self._runner.cleanup()
+    async def stop(self) -> None:
+        """Stop listening; answers still being sent get `SHUTDOWN_TIMEOUT_S`, then every
+        connection closes."""
+        if self._runner is not None:
+            await self._runner.cleanup()
 
     # ---- middlewares ------------------------------------------------------------------------
 
@@ -148,6 +158,9 @@ class HttpServer:
         except ServingError as exc:
             code = exc.code
             response = error_response(HTTP_STATUS[code], str(exc))
+        except HttpRefusal as exc:
+            code = CODE_OF_STATUS[exc.status]
+            response = error_response(exc.status, str(exc))
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
@@ -170,18 +183,17 @@ class HttpServer:
             if api is not None:
                 self._arriving.pop(id(request), None)
                 self._inflight[model].dec()
-                self.metrics.requests.labels(model, api, code).inc()
-                self.metrics.request_duration.labels(model, api).observe(time.monotonic() - started)
+                counter = self._requests.get((model, api, code))
+                if counter is None:
+                    counter = self.metrics.requests.labels(model, api, code)
+                    self._requests[(model, api, code)] = counter
+                counter.inc()
+                self._durations[(model, api)].observe(time.monotonic() - started)
         return response
 
 
 def _message(exc: web.HTTPException, max_body_bytes: int) -> str:
     """aiohttp's refusals in our words (its own texts name no field)."""
-    if exc.text and exc.content_type == "application/json":
-        try:
-            return str(json.loads(exc.text)["error"])
-        except (ValueError, KeyError, TypeError):
-            pass
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return f"body: larger than the limit of {max_body_bytes} bytes"
     if isinstance(exc, web.HTTPMethodNotAllowed):

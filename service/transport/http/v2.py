@@ -24,6 +24,7 @@ from service.transport.http.codec import (
 )
 from service.transport.http.common import (
     HttpConfig,
+    HttpRefusal,
     Route,
     json_answer,
     reached_engine,
@@ -42,12 +43,10 @@ VERSION = "/v2/models/{model}/versions/{version}"
 def check_content_type(request: web.Request) -> None:
     declared = request.headers.get("Content-Type", "")
     if request.content_type not in BODY_TYPES and declared:
-        raise web.HTTPUnsupportedMediaType(
-            text=(
-                f'{{"error": "Content-Type: {request.content_type} is not accepted; send '
-                f'{JSON_TYPE} (with {HEADER_LENGTH} for binary tensors)"}}'
-            ),
-            content_type=JSON_TYPE,
+        raise HttpRefusal(
+            415,
+            f"Content-Type: {request.content_type} is not accepted; send {JSON_TYPE} (with "
+            f"{HEADER_LENGTH} for binary tensors)",
         )
 
 
