@@ -224,6 +224,12 @@ class App:
         if self.http is not None:
             await self.http.stop()
         await stopping
+        # gRPC's own task for each call ends a moment after the server has stopped, when its
+        # last completion arrives from the completion queue's thread; cancelled by the end of
+        # the event loop instead, it logs a CancelledError traceback.
+        leftover = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        if leftover:
+            await asyncio.wait(leftover, timeout=1.0)
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()

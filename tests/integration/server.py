@@ -66,6 +66,14 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10, interval: float
     raise TimeoutError("condition not met in time")
 
 
+# Batches of one image, each handed to the model's thread, and a long grace: the work lasts, so
+# a signal lands while it is in flight, and all of it can finish.
+SLOW_DRAIN = (
+    "--max-batch-size", "1", "--max-inline-cost-us", "0", "--max-lone-inline-cost-us", "0",
+    "--max-queue-size", "100000", "--max-images-per-request", "1000", "--grace-period-s", "60",
+)  # fmt: skip
+
+
 async def sigterm_when_in_flight(
     server: ServerProcess, model: str, wanted: int, at_least: int
 ) -> float:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 
+from service._proto.digits.v1 import digits_pb2, digits_pb2_grpc
 from service._proto.inference import grpc_service_pb2 as v2
 from service._proto.inference import grpc_service_pb2_grpc as v2_grpc
 from tests.integration import reference
@@ -116,60 +119,59 @@ def test_expired_requests_are_not_computed(small_queue: ServerProcess) -> None:
     assert computed == 4000  # the blocker's rows only
 
 
-# A client process whose 16 callers give up after 1 ms, for `seconds`; prints how many calls.
+# A client process whose 16 callers give up after 1 ms to 1 s (log-uniform), until the file
+# `stop` exists (or for at most `seconds`). It calls V2 and the patient clients call digits.v1,
+# both on the mlp (one batcher): the `api` label of the server's request counter tells their
+# calls apart.
 IMPATIENT = """
-import asyncio, sys, time
+import asyncio, os, random, sys, time
 import grpc, numpy as np
 from service._proto.inference import grpc_service_pb2 as v2, grpc_service_pb2_grpc as v2_grpc
 
-async def main(address, seconds):
+async def main(address, stop, seconds):
     request = v2.ModelInferRequest(model_name="mlp")
     request.inputs.add(name="image", datatype="FP32", shape=[1, 1, 28, 28])
     request.raw_input_contents.append(np.zeros(784, "<f4").tobytes())
-    calls = 0
     async with grpc.aio.insecure_channel(address) as channel:
         stub = v2_grpc.GRPCInferenceServiceStub(channel)
         end = time.monotonic() + seconds
         async def caller():
-            nonlocal calls
-            while time.monotonic() < end:
-                calls += 1
+            while time.monotonic() < end and not os.path.exists(stop):
                 try:
-                    await stub.ModelInfer(request, timeout=0.001)
+                    await stub.ModelInfer(request, timeout=10 ** random.uniform(-3, 0))
                 except grpc.aio.AioRpcError:
                     pass
         await asyncio.gather(*(caller() for _ in range(16)))
-    print(calls)
 
-asyncio.run(main(sys.argv[1], float(sys.argv[2])))
+asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3])))
 """
 
 
-def test_clients_that_give_up_early_leave_no_traceback_and_harm_no_one() -> None:
-    """1 ms deadlines under load: the server finds many calls gone by the time it answers. A
-    client going away is normal: the log stays clean and the patient clients are all answered."""
+def test_clients_that_give_up_early_leave_no_traceback_and_harm_no_one(tmp_path: Path) -> None:
+    """Deadlines of a few ms under load: many calls are gone before the server answers them. A
+    client going away is normal: the log stays clean, and every patient call that reaches a
+    handler is answered."""
     server = ServerProcess("--models", "mlp")
     try:
+        stop = tmp_path / "stop"
         impatient = subprocess.Popen(
-            [sys.executable, "-c", IMPATIENT, server.address, "3"],
+            [sys.executable, "-c", IMPATIENT, server.address, str(stop), "30"],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             text=True,
         )
-        images = reference.test_images(1)
+        request = digits_pb2.ClassifyRequest(model="mlp")
+        request.images.add().pixels.data.extend(reference.test_images(1).reshape(784).tolist())
 
         async def patient() -> Counter[str]:
             codes: Counter[str] = Counter()
             async with grpc.aio.insecure_channel(server.address) as channel:
-                stub = v2_grpc.GRPCInferenceServiceStub(channel)
+                stub = digits_pb2_grpc.DigitsStub(channel)
 
                 async def caller() -> None:
                     while impatient.poll() is None:
-                        request = v2.ModelInferRequest(model_name="mlp")
-                        request.inputs.add(name="image", datatype="FP32", shape=[1, 1, 28, 28])
-                        request.raw_input_contents.append(images.tobytes())
                         try:
-                            await stub.ModelInfer(request, timeout=30)
+                            await stub.Classify(request, timeout=30)
                             codes["OK"] += 1
                         except grpc.aio.AioRpcError as err:
                             codes[err.code().name] += 1
@@ -177,19 +179,49 @@ def test_clients_that_give_up_early_leave_no_traceback_and_harm_no_one() -> None
                 await asyncio.gather(*(caller() for _ in range(16)))
             return codes
 
-        codes = asyncio.run(patient())
-        out, _ = impatient.communicate(timeout=30)
+        def counted(api: str) -> Counter[str]:
+            """The server's request count by code, for one API on the mlp."""
+            return Counter(
+                {
+                    dict(labels)["code"]: int(value)
+                    for (name, labels), value in scrape(server).items()
+                    if name == "digits_requests_total" and ("api", api) in labels
+                }
+            )
+
+        def enough() -> bool:
+            """Impatient calls reached a handler, and some were gone before it answered."""
+            impatients = counted("v2")
+            return impatients.total() >= 20 and impatients["DEADLINE_EXCEEDED"] > 0
+
+        async def watch() -> None:
+            """Three seconds of load at least, and until `enough`."""
+            started = time.monotonic()
+            while time.monotonic() - started < 3 or not await asyncio.to_thread(enough):
+                if impatient.poll() is not None:
+                    return
+                await asyncio.sleep(0.25)
+            stop.touch()
+
+        async def both() -> Counter[str]:
+            return (await asyncio.gather(patient(), watch()))[0]
+
+        codes = asyncio.run(both())
+        impatient.communicate(timeout=30)
         assert impatient.returncode == 0
-        assert int(out) > 1000  # the impatient clients did call
-        # Not understood yet: in some runs patient calls end CANCELLED about 1 ms after they were
-        # sent, without reaching a handler (the server counts none), with the old interceptor as
-        # with this one: 0-15 in ~1,000 on an idle machine, 19 in 325 on a loaded one. No other
-        # code may appear, and most calls must be answered.
+        assert enough()
+        # The impatient calls that reached a handler were answered or found gone.
+        impatients = counted("v2")
+        assert set(impatients) <= {"OK", "DEADLINE_EXCEEDED", "CANCELLED"}, impatients
+        # Every patient call that reached a handler was answered.
+        assert counted("digits") == Counter(OK=codes["OK"]), codes
+        # The others ended CANCELLED inside grpc before any handler ran: a grpc.aio server
+        # cancels some new calls on every connection while many calls are being cancelled. A
+        # bare grpc.aio server whose handler only returns does it too (4-8% of 500-600 calls
+        # on this 2-core machine); grpc's thread-pool server does not. This server sends no such
+        # code itself; the bound says that most calls get through.
         assert set(codes) <= {"OK", "CANCELLED"}, codes
-        assert codes["CANCELLED"] <= 0.1 * codes.total(), codes
-        labels = (("api", "v2"), ("code", "DEADLINE_EXCEEDED"), ("model", "mlp"))
-        gone = scrape(server).get(("digits_requests_total", labels), 0.0)
-        assert gone > 0  # some reached the server and were gone before it answered
+        assert codes["CANCELLED"] <= 0.3 * codes.total(), codes
         server.signal()
         assert server.wait(30) == 0
         assert "Traceback" not in server.log

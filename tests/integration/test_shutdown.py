@@ -16,14 +16,12 @@ import numpy as np
 from service._proto.inference import grpc_service_pb2 as v2
 from service._proto.inference import grpc_service_pb2_grpc as v2_grpc
 from tests.integration import reference
-from tests.integration.server import ServerProcess, assert_drained, sigterm_when_in_flight
-
-# Batches of one image, each handed to the model's thread, make the queued work last seconds,
-# so the signal lands mid-flight; a long grace lets all of it finish.
-SLOW_DRAIN = (
-    "--max-batch-size", "1", "--max-inline-cost-us", "0", "--max-lone-inline-cost-us", "0",
-    "--max-queue-size", "100000", "--max-images-per-request", "1000", "--grace-period-s", "60",
-)  # fmt: skip
+from tests.integration.server import (
+    SLOW_DRAIN,
+    ServerProcess,
+    assert_drained,
+    sigterm_when_in_flight,
+)
 
 
 def request_of(images: np.ndarray) -> v2.ModelInferRequest:

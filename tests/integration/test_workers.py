@@ -16,6 +16,7 @@ from service._proto.inference import grpc_service_pb2 as v2
 from service._proto.inference import grpc_service_pb2_grpc as v2_grpc
 from tests.integration import reference
 from tests.integration.server import (
+    SLOW_DRAIN,
     ServerProcess,
     assert_drained,
     scrape,
@@ -104,22 +105,7 @@ def test_connections_spread_over_the_workers_and_every_answer_is_right(
 
 
 def test_sigterm_drains_every_worker_and_the_parent_exits_zero() -> None:
-    # Batches of one image, each handed to the model's thread, make the work last, so the
-    # signal lands while it is in flight.
-    server = ServerProcess(
-        "--workers",
-        "2",
-        "--models",
-        "mlp",
-        "--max-batch-size",
-        "1",
-        "--max-inline-cost-us",
-        "0",
-        "--max-queue-size",
-        "100000",
-        "--grace-period-s",
-        "60",
-    )
+    server = ServerProcess("--workers", "2", "--models", "mlp", *SLOW_DRAIN)
     try:
         pids = worker_pids(server)
         images = reference.test_images(1000)
