@@ -22,10 +22,12 @@ from service._proto.digits.v1 import digits_pb2, digits_pb2_grpc
 from service._proto.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from service.domain.batching import BatchingConfig
 from service.domain.engine import Engine
+from service.domain.lifecycle import ModelControl
 from service.domain.preprocess import ImageLimits
 from service.metrics import Metrics, serve_metrics
 from service.settings import Settings
-from service.store.registry import load_registry
+from service.store.registry import Registry, load_registry
+from service.store.repository import model_names
 from service.transport.auth import AuthInterceptor, Tokens
 from service.transport.closing import ClosingGate
 from service.transport.digits import DigitsServicer
@@ -62,6 +64,8 @@ class App:
     streams: Streams
     http: HttpServer | None
     http_port: int
+    control: ModelControl
+    _polling: asyncio.Task[None] | None = None
     _metrics_server: Any = None
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -73,19 +77,23 @@ class App:
             tokens = settings.bearer_tokens()
         except (OSError, ValueError) as exc:
             raise RuntimeError(f"token auth: {exc}") from exc
-        registry = await asyncio.to_thread(
-            load_registry,
-            settings.model_store,
-            only=settings.models,
-            warmup=settings.warmup,
-            device=settings.device,
-            device_id=settings.device_id,
-            intra_op_threads=settings.intra_op_threads,
-            inter_op_threads=settings.inter_op_threads,
-            spin_wait=settings.spin_wait,
-            inline=max(settings.max_inline_cost_us, settings.max_lone_inline_cost_us) > 0,
-        )
-        if not registry.models:
+        load_options: dict[str, Any] = {
+            "warmup": settings.warmup,
+            "device": settings.device,
+            "device_id": settings.device_id,
+            "intra_op_threads": settings.intra_op_threads,
+            "inter_op_threads": settings.inter_op_threads,
+            "spin_wait": settings.spin_wait,
+            "inline": max(settings.max_inline_cost_us, settings.max_lone_inline_cost_us) > 0,
+        }
+        explicit = settings.model_control_mode == "explicit"
+        at_start = _models_at_start(settings)
+        registry = Registry()
+        if at_start is not None:
+            registry = await asyncio.to_thread(
+                load_registry, settings.model_store, only=at_start, **load_options
+            )
+        if not registry.models and not explicit:
             raise RuntimeError(f"no model could be loaded from {settings.model_store}")
         if any(model.runtime.placement.on_cuda for model in registry.all()):
             settings = settings.on_cuda()
@@ -103,6 +111,15 @@ class App:
             max_lone_inline_cost=settings.max_lone_inline_cost_us / 1e6,
         )
         engine = Engine(registry, batching, metrics, settings.max_images_per_request)
+        engine.ready_when_empty = explicit  # it serves what it is asked to load
+        control = ModelControl(
+            engine,
+            settings.model_store,
+            settings.model_control_mode,
+            only=settings.models,
+            grace=settings.grace_period_s,
+            load_options=load_options,
+        )
         limits = ImageLimits(
             max_encoded_bytes=settings.max_encoded_image_bytes,
             max_pixels=settings.max_image_pixels,
@@ -110,7 +127,7 @@ class App:
         # Auth first: a refused call never reaches the ErrorInterceptor, so it is not counted.
         interceptors: list[aio.ServerInterceptor] = [AuthInterceptor(tokens)] if tokens else []
         gate = ClosingGate()
-        interceptors.append(ErrorInterceptor(metrics, set(registry.models), gate))
+        interceptors.append(ErrorInterceptor(metrics, engine.known_models, gate))
         server = aio.server(
             interceptors=interceptors,
             maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
@@ -121,7 +138,7 @@ class App:
                 ("grpc.so_reuseport", 1 if role else 0),
             ],
         )
-        inference = InferenceServicer(engine)
+        inference = InferenceServicer(engine, control)
         grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
         digits_pb2_grpc.add_DigitsServicer_to_server(DigitsServicer(engine, limits), server)
         health = health_aio.HealthServicer()
@@ -149,7 +166,7 @@ class App:
                 limits=limits,
                 tokens=Tokens(tokens) if tokens else None,
             )
-            http = HttpServer(engine, metrics, config)
+            http = HttpServer(engine, metrics, config, control)
 
         engine.start()
         await server.start()
@@ -170,6 +187,17 @@ class App:
         await health.set("", serving)
         for name in (*SERVICES[:2], *registry.models):
             await health.set(name, serving)
+
+        async def model_health(name: str, served: bool) -> None:
+            not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+            await health.set(name, serving if served else not_serving)
+
+        control.on_change = model_health
+        polling = None
+        if settings.model_control_mode == "poll":
+            polling = asyncio.create_task(
+                control.run_polling(settings.repository_poll_secs), name="repository-poll"
+            )
         log.info(
             "security: TLS %s, mutual TLS %s, token auth %s (%d tokens)",
             "on" if settings.tls_cert else "off",
@@ -177,7 +205,7 @@ class App:
             "on" if tokens else "off",
             len(tokens),
         )
-        served = ", ".join(f"{m.name}/{m.version}" for m in registry.all())
+        served = ", ".join(f"{m.name}/{m.version}" for m in registry.all()) or "no model yet"
         ports = f"gRPC port {port}" + (f", HTTP port {http_port}" if http else "")
         if role:
             log.info("serving %s on the shared %s", served, ports)
@@ -196,6 +224,8 @@ class App:
             inference.streams,
             http,
             http_port,
+            control,
+            polling,
             metrics_server,
         )
 
@@ -207,6 +237,8 @@ class App:
         self._stopped.set()
         grace = self.settings.grace_period_s if grace is None else grace
         deadline = time.monotonic() + grace
+        if self._polling is not None:
+            self._polling.cancel()
         if self.http is not None:
             self.http.draining = True  # new HTTP requests 503, answers close their connections
             await self.http.settle(limit=min(grace, 5.0))  # no await unless bodies are arriving
@@ -237,3 +269,19 @@ class App:
 
     async def wait(self) -> None:
         await self.server.wait_for_termination()
+
+
+def _models_at_start(settings: Settings) -> list[str] | None:
+    """The model names to load at start; [] means every one, None none (explicit mode with no
+    `--load-model`)."""
+    if settings.model_control_mode != "explicit":
+        return settings.models
+    if not settings.load_model:
+        return None
+    if "*" in settings.load_model:
+        return settings.models
+    in_store = set(model_names(settings.model_store))
+    for name in settings.load_model:
+        if name not in in_store or (settings.models and name not in settings.models):
+            raise RuntimeError(f"load_model: model '{name}' is not in {settings.model_store}")
+    return settings.load_model

@@ -25,6 +25,13 @@ class NotFound(ServingError):
     code = "NOT_FOUND"
 
 
+class FailedPrecondition(ServingError):
+    """The request cannot be done in the server's state: model control is off, or the store's
+    files for a model do not load (what served before still does)."""
+
+    code = "FAILED_PRECONDITION"
+
+
 class QueueFull(ServingError):
     """The model's queue is at `max_queue_size`; the client may retry later."""
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable
 from importlib import metadata
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -26,6 +28,19 @@ LATENCY_BUCKETS = (
     10,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class Children(dict[Any, Any]):
+    """A metric's label children by their label values (a tuple for several), each made on
+    first use and kept: `labels()` costs more than the update itself."""
+
+    def __init__(self, labels: Callable[..., Any]) -> None:
+        super().__init__()
+        self._labels = labels
+
+    def __missing__(self, key: Any) -> Any:
+        child = self[key] = self._labels(*key) if isinstance(key, tuple) else self._labels(key)
+        return child
 
 
 def _version(*dists: str) -> str:
@@ -88,6 +103,31 @@ class Metrics:
             "Images classified, by predicted label or not_digit.",
             ["model", "label"],
             registry=r,
+        )
+        self.model_loads = Counter(
+            "digits_model_loads",
+            "Model versions loaded and put into service (at start and at run time).",
+            ["model", "version"],
+            registry=r,
+        )
+        self.model_load_failures = Counter(
+            "digits_model_load_failures",
+            "Model versions that failed to load (the log and RepositoryIndex say why).",
+            ["model", "version"],
+            registry=r,
+        )
+        self.model_unloads = Counter(
+            "digits_model_unloads",
+            "Model versions taken out of service (replaced, removed or unloaded).",
+            ["model", "version"],
+            registry=r,
+        )
+        self.versions_loaded = Gauge(
+            "digits_model_versions_loaded",
+            "Versions of each model in service now.",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livemax",
         )
         self.build_info = Gauge(
             "digits_build_info",

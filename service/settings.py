@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     """Directory of `<model>/<version>/{model.onnx,manifest.json}`."""
     models: list[str] = Field(default_factory=list)
     """Serve only these model names (default: every model in the store)."""
+    model_control_mode: Literal["none", "poll", "explicit"] = "none"
+    """`none`: read the store once; `poll`: load its changes; `explicit`: load/unload on request."""
+    repository_poll_secs: float = Field(15.0, gt=0)
+    """With `poll`: seconds between two looks at the store."""
+    load_model: list[str] = Field(default_factory=list)
+    """With `explicit`: the models loaded at start (`*`: every one); default none."""
     host: str = "0.0.0.0"
     """Address the gRPC, HTTP and metrics ports bind to."""
     grpc_port: int = Field(8001, ge=0, le=65535)
@@ -109,6 +115,17 @@ class Settings(BaseSettings):
                 f"max_queue_size ({self.max_queue_size}) must be at least "
                 f"max_images_per_request ({self.max_images_per_request}): a larger request "
                 "could never be queued"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _model_control_fits(self) -> Settings:
+        if self.load_model and self.model_control_mode != "explicit":
+            raise ValueError("load_model needs model_control_mode explicit")
+        if self.model_control_mode == "explicit" and self.workers > 1:
+            raise ValueError(
+                "model_control_mode explicit needs workers 1: a load call reaches one worker "
+                "(poll mode works with several)"
             )
         return self
 

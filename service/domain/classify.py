@@ -67,12 +67,12 @@ async def classify(
     model = engine.model(ask.model or DEFAULT_MODEL, ask.version)
     with_input, layers = layer_names(model, ask.layers)
     wanted = [LOGITS, *layers] if ask.include_logits else layers
-    admitted = engine.admit(
+    with engine.admit(
         model.name, model.version, count, wanted, rows_field="images", outputs_field="layers"
-    )
-    if encoded_bytes > INLINE_DECODE_BYTES:
-        rows = await asyncio.to_thread(decode)
-    else:
-        rows = decode()
-    outputs = await engine.run(admitted, rows, ask.deadline)
+    ) as admitted:
+        if encoded_bytes > INLINE_DECODE_BYTES:
+            rows = await asyncio.to_thread(decode)
+        else:
+            rows = decode()
+        outputs = await engine.run(admitted, rows, ask.deadline)
     return Classified(model, rows, outputs, engine.decide(model, outputs), with_input, layers)

@@ -5,8 +5,12 @@ Servicers translate protobuf into calls here and results back; nothing here know
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -42,14 +46,27 @@ class _PrometheusObserver:
         self._size.observe(size)
 
 
-@dataclass(frozen=True, slots=True)
 class Admission:
     """A request the engine has room for: its model version, the outputs it asked for, and the
-    batcher its rows go to."""
+    batcher its rows go to. Used as `with engine.admit(...) as admitted:`, it holds the version
+    until the call is done: a version retired meanwhile (a reload) finishes it first."""
 
-    model: ModelVersion
-    outputs: frozenset[str]
-    batcher: DynamicBatcher
+    __slots__ = ("_release", "batcher", "model", "outputs")
+
+    def __init__(
+        self,
+        model: ModelVersion,
+        outputs: frozenset[str],
+        batcher: DynamicBatcher,
+        release: Callable[[ModelVersion], None],
+    ) -> None:
+        self.model, self.outputs, self.batcher, self._release = model, outputs, batcher, release
+
+    def __enter__(self) -> Admission:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._release(self.model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,36 +92,81 @@ class Engine:
         self.max_images = max_images_per_request
         self.batching = batching
         self.draining = False
+        self.ready_when_empty = False  # explicit model control: ready before any model loads
+        # Every model name served since the start: the values the `model` metric label takes.
+        self.known_models: set[str] = set(registry.models)
         self._inflight = 0  # calls inside `infer`, every model
-        self.batchers: dict[tuple[str, int], DynamicBatcher] = {
-            (m.name, m.version): DynamicBatcher(
-                m.runtime.run,
-                batching,
-                name=f"{m.name}-v{m.version}",
-                observer=_PrometheusObserver(metrics, m.name),
-                inline=m.runtime,
-                alone=self._alone,
-            )
-            for m in registry.all()
-        }
-        self._predictions = {
-            name: [metrics.predictions.labels(name, label) for label in [*LABELS, NOT_DIGIT]]
-            for name in registry.models
-        }
+        self._started = False
+        self.batchers = {m: self._batcher_for(m) for m in registry.all()}
+        self._holds: Counter[ModelVersion] = Counter()  # admissions not yet done, per version
+        self._released: dict[ModelVersion, asyncio.Event] = {}  # set when a retiree's hit 0
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._predictions: dict[str, list[Any]] = {}
+
+    def _batcher_for(self, model: ModelVersion) -> DynamicBatcher:
+        return DynamicBatcher(
+            model.runtime.run,
+            self.batching,
+            name=f"{model.name}-v{model.version}",
+            observer=_PrometheusObserver(self.metrics, model.name),
+            inline=model.runtime,
+            alone=self._alone,
+        )
 
     def start(self) -> None:
+        self._started = True
         for batcher in self.batchers.values():
             batcher.start()
 
     async def stop(self, grace: float | None) -> None:
         """Refuse new work; let queued and running batches finish."""
         self.draining = True
-        for batcher in self.batchers.values():
+        for batcher in list(self.batchers.values()):
             await batcher.stop(grace)
+        if self._retiring:
+            await asyncio.wait(self._retiring, timeout=grace)
+
+    # ---- the versions served change only here (`service.domain.lifecycle` calls) ------------
+
+    def publish(self, name: str, versions: dict[int, ModelVersion], grace: float) -> None:
+        """Serve exactly `versions` of `name` from now on, in one step: their batchers start
+        first, then the registry switches. A version no longer served finishes the calls that
+        hold it and its queue (for up to `grace` seconds) before its batcher stops."""
+        old = self.registry.models.get(name, {})
+        for model in versions.values():
+            if model not in self.batchers:
+                batcher = self.batchers[model] = self._batcher_for(model)
+                if self._started:
+                    batcher.start()
+        self.known_models.add(name)
+        self.registry.replace(name, versions)
+        for model in old.values():
+            if versions.get(model.version) is not model:
+                task = asyncio.get_running_loop().create_task(self._retire(model, grace))
+                self._retiring.add(task)
+                task.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, model: ModelVersion, grace: float) -> None:
+        if self._holds[model]:
+            released = self._released[model] = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(released.wait(), grace)
+            self._released.pop(model, None)
+        batcher = self.batchers.pop(model)
+        await batcher.stop(grace)
+
+    def _release(self, model: ModelVersion) -> None:
+        holds = self._holds
+        holds[model] -= 1
+        if not holds[model]:
+            del holds[model]
+            released = self._released.get(model)
+            if released is not None:
+                released.set()
 
     @property
     def ready(self) -> bool:
-        return not self.draining and bool(self.registry.models)
+        return not self.draining and (bool(self.registry.models) or self.ready_when_empty)
 
     # ---- what the servicers ask: one call admits a request, one awaits its result ----------
 
@@ -133,9 +195,10 @@ class Engine:
                         f"{outputs_field}[{i}]: model '{model.name}' has no output '{output}' "
                         f"(outputs: {', '.join(known)})"
                     )
-        batcher = self.batchers[(model.name, model.version)]
+        batcher = self.batchers[model]
         batcher.check_room(count)
-        return Admission(model, wanted, batcher)
+        self._holds[model] += 1
+        return Admission(model, wanted, batcher, self._release)
 
     async def run(self, admitted: Admission, rows: FloatArray, deadline: float | None) -> Outputs:
         """Rows [n,1,28,28] float32 → the admitted outputs with n rows (plus `ALWAYS`)."""
@@ -162,17 +225,18 @@ class Engine:
 
     def batcher(self, model: ModelVersion) -> DynamicBatcher:
         """The version's batcher itself, for tests and tools that watch it work."""
-        return self.batchers[(model.name, model.version)]
+        return self.batchers[model]
 
     def versions(self, model: ModelVersion) -> list[int]:
-        return sorted(self.registry.models[model.name])
+        return sorted(self.registry.models.get(model.name, {}))
 
     def stats(self, model: ModelVersion) -> BatcherStats:
-        return self.batchers[(model.name, model.version)].stats
+        batcher = self.batchers.get(model)
+        return batcher.stats if batcher is not None else BatcherStats()
 
     @property
     def failures(self) -> list[LoadFailure]:
-        return self.registry.failures
+        return list(self.registry.failures.values())
 
     def check_rows(self, count: int, field: str) -> None:
         if count < 1:
@@ -202,7 +266,11 @@ class Engine:
 
     def _count(self, model: ModelVersion, result: Outputs) -> None:
         """The prediction metrics: each row's digit, or `not_digit` past the threshold."""
-        counters = self._predictions[model.name]
+        counters = self._predictions.get(model.name)
+        if counters is None:
+            counters = self._predictions[model.name] = [
+                self.metrics.predictions.labels(model.name, label) for label in [*LABELS, NOT_DIGIT]
+            ]
         probabilities, not_digit = result[PROBABILITIES], result[NOT_DIGIT]
         threshold = model.not_digit_threshold
         if len(probabilities) == 1:  # the common case, without numpy's per-call overhead

@@ -2,7 +2,8 @@
 
 A model version loads only if its `model.onnx` has the sha256 its manifest names and the graph's
 inputs and outputs are the ones the manifest declares. A version that fails is logged with the
-reason and left out; the others serve.
+reason and left out; the others serve. The registry is read by every request and changed (at run
+time, by `service.domain.lifecycle`) only by replacing a model's whole set of versions at once.
 """
 
 from __future__ import annotations
@@ -18,18 +19,20 @@ from service.errors import NotFound
 from service.names import INPUT_NAME, INPUT_SHAPE, LAYER_PREFIX, REQUIRED_OUTPUTS
 from service.store.device import Gpu
 from service.store.manifest import Manifest, ManifestError, sha256_file
+from service.store.repository import Fingerprint, list_model, model_names
 from service.store.runtime import OnnxModel
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(eq=False)  # by identity: a reloaded version is a new object, with its own batcher
 class ModelVersion:
     name: str
     version: int
     path: Path
     manifest: Manifest
     runtime: OnnxModel
+    fingerprint: Fingerprint | None = None  # of the files it was loaded from
 
     @cached_property
     def outputs(self) -> dict[str, list[int]]:
@@ -60,12 +63,30 @@ class LoadFailure:
     name: str
     version: str
     reason: str
+    fingerprint: Fingerprint | None = None  # of the files that failed: retried once they change
 
 
 @dataclass
 class Registry:
     models: dict[str, dict[int, ModelVersion]] = field(default_factory=dict)
-    failures: list[LoadFailure] = field(default_factory=list)
+    # (model, version) → why that version is not served; a later load that works clears it.
+    failures: dict[tuple[str, str], LoadFailure] = field(default_factory=dict)
+    loading: set[tuple[str, int]] = field(default_factory=set)  # (model, version) being loaded
+
+    def replace(self, name: str, versions: dict[int, ModelVersion]) -> None:
+        """Serve exactly `versions` of `name` from now on (empty: none). One assignment of a new
+        mapping, never a change to the one readers hold: each sees the old set or the new."""
+        models = dict(self.models)
+        if versions:
+            models[name] = dict(versions)
+        else:
+            models.pop(name, None)
+        self.models = models
+
+    def failed(
+        self, name: str, version: int | str, reason: str, fingerprint: Fingerprint | None = None
+    ) -> None:
+        self.failures[(name, str(version))] = LoadFailure(name, str(version), reason, fingerprint)
 
     def get(self, name: str, version: int | str | None = None) -> ModelVersion:
         """`version` None, 0 or "" means the newest."""
@@ -109,7 +130,10 @@ def check_manifest(manifest: Manifest, runtime: OnnxModel, path: Path) -> None:
         raise ManifestError(f"graph lacks the outputs {missing}")
 
 
-def load_version(path: Path, **runtime_options: Any) -> ModelVersion:
+def load_version(path: Path, warmup: bool = True, **runtime_options: Any) -> ModelVersion:
+    """Load, check and (with `warmup`) run once the version in `path`; raises ManifestError or
+    the runtime's error."""
+    fingerprint = Fingerprint.of(path)  # before reading: a change from here on shows later
     manifest_path, onnx_path = path / "manifest.json", path / "model.onnx"
     if not manifest_path.is_file() or not onnx_path.is_file():
         raise ManifestError("needs both manifest.json and model.onnx")
@@ -122,37 +146,51 @@ def load_version(path: Path, **runtime_options: Any) -> ModelVersion:
         )
     runtime = OnnxModel(onnx_path, **runtime_options)
     check_manifest(manifest, runtime, path)
-    return ModelVersion(path.parent.name, int(path.name), path, manifest, runtime)
+    model = ModelVersion(path.parent.name, int(path.name), path, manifest, runtime, fingerprint)
+    if warmup:
+        runtime.warm_up()
+    return model
 
 
-def load_registry(
-    store: Path, only: Iterable[str] = (), warmup: bool = True, **runtime_options: Any
-) -> Registry:
-    """Load every `<store>/<model>/<version>/`; failures are logged and recorded, not raised."""
+def load_into(
+    registry: Registry, store: Path, name: str, versions: Iterable[int], **options: Any
+) -> dict[int, ModelVersion]:
+    """Load `versions` of model `name`; each failure is logged and recorded in `registry`, each
+    success clears its old failure. Returns those that loaded; publishes nothing."""
+    loaded: dict[int, ModelVersion] = {}
+    for version in versions:
+        where, path = f"{name}/{version}", store / name / str(version)
+        fingerprint = Fingerprint.of(path)
+        try:
+            model = load_version(path, **options)
+        except Exception as exc:
+            log.error("model %s not loaded: %s", where, exc)
+            registry.failed(name, version, str(exc), fingerprint)
+            continue
+        registry.failures.pop((name, str(version)), None)
+        loaded[version] = model
+        log.info(
+            "model %s loaded on %s (%s parameters)",
+            where,
+            model.runtime.device,
+            f"{model.manifest.parameters:,}",
+        )
+    return loaded
+
+
+def load_registry(store: Path, only: Iterable[str] = (), **options: Any) -> Registry:
+    """Load every model of the store (or those in `only`), the versions its policy chooses;
+    failures are logged and recorded, not raised."""
     registry = Registry()
     wanted = set(only)
-    if not store.is_dir():
-        raise ManifestError(f"model store {store} is not a directory")
-    for model_dir in sorted(p for p in store.iterdir() if p.is_dir()):
-        if wanted and model_dir.name not in wanted:
+    for name in model_names(store):
+        if wanted and name not in wanted:
             continue
-        for version_dir in sorted(p for p in model_dir.iterdir() if p.is_dir()):
-            if not version_dir.name.isdigit():
-                continue
-            where = f"{model_dir.name}/{version_dir.name}"
-            try:
-                model = load_version(version_dir, **runtime_options)
-                if warmup:
-                    model.runtime.warm_up()
-            except Exception as exc:
-                log.error("model %s not loaded: %s", where, exc)
-                registry.failures.append(LoadFailure(model_dir.name, version_dir.name, str(exc)))
-                continue
-            registry.models.setdefault(model.name, {})[model.version] = model
-            log.info(
-                "model %s loaded on %s (%s parameters)",
-                where,
-                model.runtime.device,
-                f"{model.manifest.parameters:,}",
-            )
+        try:
+            listing = list_model(store, name)
+        except ManifestError as exc:
+            log.error("model %s not loaded: %s", name, exc)
+            registry.failed(name, "", str(exc))
+            continue
+        registry.replace(name, load_into(registry, store, name, listing.versions, **options))
     return registry

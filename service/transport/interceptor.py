@@ -17,7 +17,7 @@ import grpc
 from grpc import aio
 
 from service.errors import ServingError
-from service.metrics import Metrics
+from service.metrics import Children, Metrics
 from service.names import DEFAULT_MODEL
 from service.transport.closing import ClosingGate
 from service.transport.common import Context, MethodHandler
@@ -74,7 +74,8 @@ class ErrorInterceptor(aio.ServerInterceptor):
     def __init__(self, metrics: Metrics, models: set[str], gate: ClosingGate | None = None) -> None:
         self.metrics = metrics
         self.gate = gate or ClosingGate()
-        # Label values come from this set only: a client cannot grow the metrics' cardinality.
+        # Label values come from this set only (the names the server has served; it grows as
+        # models load): a client cannot grow the metrics' cardinality.
         self.models = models
         # Wrapped handlers are built once per method, not per call.
         self._wrapped: dict[str, MethodHandler] = {}
@@ -147,10 +148,9 @@ class ErrorInterceptor(aio.ServerInterceptor):
             return guarded
         api, model_field, default_model = api_field
         metrics, models = self.metrics, self.models
-        # Label children looked up once: `labels()` costs more than the update itself.
-        inflights = {m: metrics.inflight.labels(m) for m in [*models, "unknown"]}
-        durations = {m: metrics.request_duration.labels(m, api) for m in [*models, "unknown"]}
-        requests: dict[tuple[str, str], Any] = {}
+        inflights = Children(metrics.inflight.labels)
+        durations = Children(lambda m: metrics.request_duration.labels(m, api))
+        requests = Children(lambda m, code: metrics.requests.labels(m, api, code))
 
         async def counted(request: Any, context: Context) -> Any:
             model = getattr(request, model_field, "") or default_model
@@ -167,10 +167,7 @@ class ErrorInterceptor(aio.ServerInterceptor):
                     return
                 recorded = True
                 inflight.dec()
-                counter = requests.get((model, code))
-                if counter is None:
-                    counter = requests[(model, code)] = metrics.requests.labels(model, api, code)
-                counter.inc()
+                requests[(model, code)].inc()
                 durations[model].observe(time.monotonic() - started)
 
             code = "OK"  # an answer is counted before the handler returns it

@@ -14,7 +14,7 @@ from importlib import metadata
 from typing import Any
 
 from service.domain.engine import Engine
-from service.errors import InvalidInput
+from service.errors import InvalidInput, NotFound
 from service.names import INPUT_NAME, INPUT_SHAPE, REQUIRED_OUTPUTS
 from service.store.registry import ModelVersion
 from service.transport.common import PLATFORM
@@ -23,7 +23,7 @@ PIXELS = 28 * 28
 # Listed in metadata and returned when a request names no outputs; layers only when named.
 DEFAULT_OUTPUTS = REQUIRED_OUTPUTS
 # Triton's extension names, for the features this server has on both transports.
-EXTENSIONS = ["binary_tensor_data", "statistics", "model_configuration"]
+EXTENSIONS = ["binary_tensor_data", "statistics", "model_configuration", "model_repository"]
 # The statistics Triton reports per model. We measure queue and compute_infer; input and output
 # preparation happen inside the batch's compute, so they count its batches with no time of their
 # own (perf_analyzer over HTTP requires the three compute counts to be equal).
@@ -141,17 +141,40 @@ def statistics(engine: Engine, models: Sequence[ModelVersion]) -> Json:
     return {"model_stats": entries}
 
 
+# The one load/unload parameter taken: tritonclient always sends it, and with no ensembles
+# there is nothing that depends on a model.
+UNLOAD_PARAMETERS = frozenset({"unload_dependents"})
+
+
+def check_repository_request(
+    repository: str, parameters: Sequence[str], allowed: frozenset[str] = frozenset()
+) -> None:
+    """A load or unload names no repository (the server has one store), and no parameter but
+    `allowed` (a model's config and files come from the store, not the request)."""
+    if repository:
+        raise NotFound(f"repository_name: no repository '{repository}' (leave it empty)")
+    refused = sorted(set(parameters) - allowed)
+    if refused:
+        raise InvalidInput(f"parameters: {', '.join(refused)} not supported")
+
+
 def repository_index(engine: Engine, ready_only: bool) -> list[Json]:
-    """Every loaded version (READY, or UNAVAILABLE while stopping) and, unless `ready_only`,
-    every version that failed to load, with its reason."""
+    """Every version in service (READY, or UNAVAILABLE while stopping) and, unless
+    `ready_only`, every version being loaded (LOADING) or not served, with the reason: it failed
+    to load, or was unloaded."""
     state = "READY" if engine.ready else "UNAVAILABLE"
     index: list[Json] = [
         {"name": model.name, "version": str(model.version), "state": state}
         for model in engine.models()
     ]
-    if not ready_only:
-        index += [
-            {"name": f.name, "version": f.version, "state": "UNAVAILABLE", "reason": f.reason}
-            for f in engine.failures
-        ]
-    return index
+    if ready_only:
+        return index
+    served = {(row["name"], row["version"]) for row in index}
+    loading = {(name, str(version)) for name, version in engine.registry.loading} - served
+    index += [{"name": name, "version": version, "state": "LOADING"} for name, version in loading]
+    index += [
+        {"name": f.name, "version": f.version, "state": "UNAVAILABLE", "reason": f.reason}
+        for f in engine.failures
+        if (f.name, f.version) not in served | loading
+    ]
+    return sorted(index, key=lambda row: (row["name"], row["version"].zfill(12)))

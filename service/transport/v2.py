@@ -18,6 +18,7 @@ from service._proto.inference import grpc_service_pb2 as pb
 from service._proto.inference import grpc_service_pb2_grpc as pb_grpc
 from service._proto.inference import model_config_pb2 as mc
 from service.domain.engine import Engine
+from service.domain.lifecycle import ModelControl
 from service.domain.preprocess import sanitised
 from service.errors import InvalidInput, ServingError
 from service.transport import kserve
@@ -53,8 +54,9 @@ def checked_input(request: pb.ModelInferRequest) -> tuple[int, Any]:
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, control: ModelControl) -> None:
         self.engine = engine
+        self.control = control
         self.streams = Streams()  # App.stop ends them once gRPC's shutdown has begun
 
     async def ServerLive(
@@ -105,16 +107,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelInferResponse:
         count, data = checked_input(request)
         names = [o.name for o in request.outputs] or list(DEFAULT_OUTPUTS)
-        admitted = self.engine.admit(
+        with self.engine.admit(
             request.model_name,
             request.model_version,
             count,
             names,
             rows_field="inputs[0].shape",
             outputs_field="outputs",
-        )
-        rows = sanitised(count, data)
-        result = await self.engine.run(admitted, rows, deadline)
+        ) as admitted:
+            result = await self.engine.run(admitted, sanitised(count, data), deadline)
         model = admitted.model
         response = pb.ModelInferResponse(
             model_name=model.name, model_version=str(model.version), id=request.id
@@ -145,7 +146,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def _record_stream(self, model: str, code: str, seconds: float) -> None:
         """A stream's request in the request metrics, under the `v2_stream` api."""
         metrics = self.engine.metrics
-        label = model if model in self.engine.registry.models else "unknown"
+        label = model if model in self.engine.known_models else "unknown"
         metrics.requests.labels(label, "v2_stream", code).inc()
         metrics.request_duration.labels(label, "v2_stream").observe(seconds)
 
@@ -163,3 +164,19 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.RepositoryIndexResponse:
         index = kserve.repository_index(self.engine, ready_only=request.ready)
         return ParseDict({"models": index}, pb.RepositoryIndexResponse())
+
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: Context
+    ) -> pb.RepositoryModelLoadResponse:
+        kserve.check_repository_request(request.repository_name, list(request.parameters))
+        await self.control.load(request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: Context
+    ) -> pb.RepositoryModelUnloadResponse:
+        kserve.check_repository_request(
+            request.repository_name, list(request.parameters), kserve.UNLOAD_PARAMETERS
+        )
+        await self.control.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()

@@ -182,6 +182,10 @@ def test_prestop_sleep_is_native_by_default() -> None:
         (["--set", "settings.gracePeriodS=40"], "probes.liveness.periodSeconds"),
         (["--set", "autoscaling.targetCPUUtilizationPercentage=null"], "needs a metric"),
         (["--set", "autoscaling.minReplicas=5", "--set", "autoscaling.maxReplicas=2"], "exceed"),
+        (
+            ["--set", "settings.modelControlMode=explicit", "--set", "settings.workers=2"],
+            "needs settings.workers 1",
+        ),
     ],
 )
 def test_inconsistent_values_fail_rendering(args: list[str], message: str) -> None:
@@ -208,6 +212,15 @@ def test_settings_become_digits_environment() -> None:
     assert variables["DIGITS_WORKERS"] == "1"
     two = env(server_container(render(extra=["--set-json", "settings.workers=2"])))
     assert two["DIGITS_WORKERS"] == "2"
+    assert variables["DIGITS_MODEL_CONTROL_MODE"] == "none"
+    polled = [
+        "--set",
+        "settings.modelControlMode=poll",
+        "--set-json",
+        "settings.repositoryPollSecs=5",
+    ]
+    poll = env(server_container(render("pvc", extra=polled)))
+    assert (poll["DIGITS_MODEL_CONTROL_MODE"], poll["DIGITS_REPOSITORY_POLL_SECS"]) == ("poll", "5")
 
 
 def test_environment_is_what_the_server_accepts(

@@ -22,10 +22,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 class ServerProcess(LocalServer):
     """`python -m service --grpc-port 0 --http-port 0 --metrics-port 0 ARGS...` on the committed
-    model store."""
+    model store (or `store`)."""
 
-    def __init__(self, *args: str, timeout: float = 60) -> None:
-        super().__init__(ROOT / "model_store", args, start_timeout=timeout)
+    def __init__(self, *args: str, timeout: float = 60, store: Path = ROOT / "model_store") -> None:
+        super().__init__(store, args, start_timeout=timeout)
 
     @property
     def address(self) -> str:

@@ -44,7 +44,7 @@ def store(tmp_path: Path) -> Path:
 def test_broken_versions_are_skipped_with_a_reason(store: Path) -> None:
     registry = load_registry(store, device="cpu")
     assert sorted(registry.models["mlp"]) == [1, 2]
-    reasons = {f.version: f.reason for f in registry.failures}
+    reasons = {f.version: f.reason for f in registry.failures.values()}
     assert "sha256" in reasons["3"]
     assert "not valid JSON" in reasons["4"]
     assert "needs both manifest.json and model.onnx" in reasons["5"]

@@ -4,7 +4,7 @@ aiohttp runs on the server's own event loop, so an HTTP request meets the gRPC o
 batcher; its parser is llhttp (C), its body size limit applies while the body is read, and a
 handler whose client goes away is cancelled (its queued rows are dropped, as with gRPC).
 
-    http = HttpServer(engine, metrics, config)
+    http = HttpServer(engine, metrics, config, control)
     port = await http.start(host, port, ssl_context=None, reuse_port=False)
     http.draining = True      # new requests 503; answers carry `Connection: close`
     await http.settle(limit)  # requests that arrived before it reach the engine
@@ -17,13 +17,13 @@ import asyncio
 import logging
 import ssl
 import time
-from typing import Any
 
 from aiohttp import web
 
 from service.domain.engine import Engine
+from service.domain.lifecycle import ModelControl
 from service.errors import ServingError, Unavailable
-from service.metrics import Metrics
+from service.metrics import Children, Metrics
 from service.names import DEFAULT_MODEL
 from service.transport.auth import bearer_token
 from service.transport.closing import MESSAGE
@@ -58,7 +58,9 @@ OPEN_ROUTES = frozenset({"health_live", "health_ready"})
 
 
 class HttpServer:
-    def __init__(self, engine: Engine, metrics: Metrics, config: HttpConfig) -> None:
+    def __init__(
+        self, engine: Engine, metrics: Metrics, config: HttpConfig, control: ModelControl
+    ) -> None:
         self.engine = engine
         self.metrics = metrics
         self.config = config
@@ -69,21 +71,15 @@ class HttpServer:
         )
         # api label per route name; other routes are not counted as requests.
         self.apis: dict[str, str] = {}
-        for route in [*v2.routes(engine, config), *classify.routes(engine, config)]:
+        for route in [*v2.routes(engine, config, control), *classify.routes(engine, config)]:
             self.app.router.add_route(route.method, route.path, route.handler, name=route.name)
             if route.api is not None:
                 self.apis[route.name] = route.api
         self._runner: web.AppRunner | None = None
-        models = [*engine.registry.models, "unknown"]
-        self._models = set(engine.registry.models)
-        self._inflight = {m: metrics.inflight.labels(m) for m in models}
-        # Label children looked up once: `labels()` costs more than the update itself.
-        self._durations = {
-            (m, api): metrics.request_duration.labels(m, api)
-            for m in models
-            for api in set(self.apis.values())
-        }
-        self._requests: dict[tuple[str, str, str], Any] = {}
+        self._models = engine.known_models  # the `model` label's values, "unknown" besides
+        self._inflight = Children(metrics.inflight.labels)
+        self._durations = Children(metrics.request_duration.labels)
+        self._requests = Children(metrics.requests.labels)
 
     async def start(
         self, host: str, port: int, ssl_context: ssl.SSLContext | None, reuse_port: bool
@@ -183,11 +179,7 @@ class HttpServer:
             if api is not None:
                 self._arriving.pop(id(request), None)
                 self._inflight[model].dec()
-                counter = self._requests.get((model, api, code))
-                if counter is None:
-                    counter = self.metrics.requests.labels(model, api, code)
-                    self._requests[(model, api, code)] = counter
-                counter.inc()
+                self._requests[(model, api, code)].inc()
                 self._durations[(model, api)].observe(time.monotonic() - started)
         return response
 

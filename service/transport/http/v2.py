@@ -9,6 +9,7 @@ import time
 from aiohttp import web
 
 from service.domain.engine import Engine
+from service.domain.lifecycle import ModelControl
 from service.domain.preprocess import sanitised
 from service.errors import InvalidInput, ServingError
 from service.store.registry import ModelVersion
@@ -38,6 +39,7 @@ INLINE_PARSE_BYTES = 64 * 1024
 BODY_TYPES = frozenset({JSON_TYPE, BINARY_TYPE, "application/x-www-form-urlencoded", ""})
 MODEL = "/v2/models/{model}"
 VERSION = "/v2/models/{model}/versions/{version}"
+REPOSITORY_MODEL = "/v2/repository/models/{model}"
 
 
 def check_content_type(request: web.Request) -> None:
@@ -51,9 +53,10 @@ def check_content_type(request: web.Request) -> None:
 
 
 class V2Routes:
-    def __init__(self, engine: Engine, config: HttpConfig) -> None:
+    def __init__(self, engine: Engine, config: HttpConfig, control: ModelControl) -> None:
         self.engine = engine
         self.config = config
+        self.control = control
 
     def routes(self) -> list[Route]:
         routes = [
@@ -62,6 +65,8 @@ class V2Routes:
             Route("GET", "/v2/health/ready", self.ready, "health_ready"),
             Route("GET", "/v2/repository/index", self.index, "repository_index"),
             Route("POST", "/v2/repository/index", self.index, "repository_index_post"),
+            Route("POST", REPOSITORY_MODEL + "/load", self.load, "repository_load"),
+            Route("POST", REPOSITORY_MODEL + "/unload", self.unload, "repository_unload"),
             # Before MODEL, which would take "stats" for a model's name.
             Route("GET", "/v2/models/stats", self.statistics, "statistics_all"),
         ]
@@ -122,6 +127,31 @@ class V2Routes:
                 ready_only = value
         return json_answer(kserve.repository_index(self.engine, ready_only))
 
+    # ---- model control -------------------------------------------------------------------
+
+    async def _parameters(self, request: web.Request) -> list[str]:
+        """The names of the body's `parameters` (an empty body or `{}` has none)."""
+        if not request.can_read_body:
+            return []
+        body = await read_body(request, self.config.body_timeout_s)
+        if not body.strip():
+            return []
+        parameters = parse_json(body).get("parameters", {})
+        if not isinstance(parameters, dict):
+            raise InvalidInput(f"parameters: expected an object, got {parameters!r}")
+        return list(parameters)
+
+    async def load(self, request: web.Request) -> web.Response:
+        kserve.check_repository_request("", await self._parameters(request))
+        await self.control.load(request.match_info["model"])
+        return web.Response()
+
+    async def unload(self, request: web.Request) -> web.Response:
+        parameters = await self._parameters(request)
+        kserve.check_repository_request("", parameters, kserve.UNLOAD_PARAMETERS)
+        await self.control.unload(request.match_info["model"])
+        return web.Response()
+
     # ---- inference ---------------------------------------------------------------------------
 
     async def infer(self, request: web.Request) -> web.Response:
@@ -138,16 +168,16 @@ class V2Routes:
             deadline = time.monotonic() + parsed.timeout_us / 1e6
         info = request.match_info
         reached_engine(request)
-        admitted = self.engine.admit(
+        with self.engine.admit(
             info["model"],
             info.get("version"),
             parsed.count,
             parsed.outputs,
             rows_field="inputs[0].shape",
             outputs_field="outputs",
-        )
-        rows = sanitised(parsed.count, parsed.data)
-        result = await self.engine.run(admitted, rows, deadline)
+        ) as admitted:
+            rows = sanitised(parsed.count, parsed.data)
+            result = await self.engine.run(admitted, rows, deadline)
         model = admitted.model
         answer, json_length = encode_response(parsed, model.name, model.version, result)
         if json_length is None:
@@ -157,5 +187,5 @@ class V2Routes:
         return response
 
 
-def routes(engine: Engine, config: HttpConfig) -> list[Route]:
-    return V2Routes(engine, config).routes()
+def routes(engine: Engine, config: HttpConfig, control: ModelControl) -> list[Route]:
+    return V2Routes(engine, config, control).routes()

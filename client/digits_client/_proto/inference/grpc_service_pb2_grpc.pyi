@@ -54,13 +54,17 @@ class GRPCInferenceServiceStub:
     ModelInfer: _grpc.UnaryUnaryMultiCallable[_grpc_service_pb2.ModelInferRequest, _grpc_service_pb2.ModelInferResponse]
     """Runs a model on one request's tensors."""
     ModelStreamInfer: _grpc.StreamStreamMultiCallable[_grpc_service_pb2.ModelInferRequest, _grpc_service_pb2.ModelStreamInferResponse]
-    """ModelInfer over a bidirectional stream; digits-serving may answer UNIMPLEMENTED."""
+    """ModelInfer over a bidirectional stream: one response per request, carrying its id."""
     ModelConfig: _grpc.UnaryUnaryMultiCallable[_grpc_service_pb2.ModelConfigRequest, _grpc_service_pb2.ModelConfigResponse]
     """A model's configuration in Triton's terms (Triton extension)."""
     ModelStatistics: _grpc.UnaryUnaryMultiCallable[_grpc_service_pb2.ModelStatisticsRequest, _grpc_service_pb2.ModelStatisticsResponse]
     """Request counts and cumulative durations per model (Triton extension)."""
     RepositoryIndex: _grpc.UnaryUnaryMultiCallable[_grpc_service_pb2.RepositoryIndexRequest, _grpc_service_pb2.RepositoryIndexResponse]
     """The models in the repository and their states (Triton extension)."""
+    RepositoryModelLoad: _grpc.UnaryUnaryMultiCallable[_grpc_service_pb2.RepositoryModelLoadRequest, _grpc_service_pb2.RepositoryModelLoadResponse]
+    """Loads a model from the repository, or reloads it (with --model-control-mode explicit)."""
+    RepositoryModelUnload: _grpc.UnaryUnaryMultiCallable[_grpc_service_pb2.RepositoryModelUnloadRequest, _grpc_service_pb2.RepositoryModelUnloadResponse]
+    """Stops serving a model (with --model-control-mode explicit)."""
 
 @_typing.type_check_only
 class GRPCInferenceServiceAsyncStub(GRPCInferenceServiceStub):
@@ -78,13 +82,17 @@ class GRPCInferenceServiceAsyncStub(GRPCInferenceServiceStub):
     ModelInfer: _aio.UnaryUnaryMultiCallable[_grpc_service_pb2.ModelInferRequest, _grpc_service_pb2.ModelInferResponse]  # type: ignore[assignment]
     """Runs a model on one request's tensors."""
     ModelStreamInfer: _aio.StreamStreamMultiCallable[_grpc_service_pb2.ModelInferRequest, _grpc_service_pb2.ModelStreamInferResponse]  # type: ignore[assignment]
-    """ModelInfer over a bidirectional stream; digits-serving may answer UNIMPLEMENTED."""
+    """ModelInfer over a bidirectional stream: one response per request, carrying its id."""
     ModelConfig: _aio.UnaryUnaryMultiCallable[_grpc_service_pb2.ModelConfigRequest, _grpc_service_pb2.ModelConfigResponse]  # type: ignore[assignment]
     """A model's configuration in Triton's terms (Triton extension)."""
     ModelStatistics: _aio.UnaryUnaryMultiCallable[_grpc_service_pb2.ModelStatisticsRequest, _grpc_service_pb2.ModelStatisticsResponse]  # type: ignore[assignment]
     """Request counts and cumulative durations per model (Triton extension)."""
     RepositoryIndex: _aio.UnaryUnaryMultiCallable[_grpc_service_pb2.RepositoryIndexRequest, _grpc_service_pb2.RepositoryIndexResponse]  # type: ignore[assignment]
     """The models in the repository and their states (Triton extension)."""
+    RepositoryModelLoad: _aio.UnaryUnaryMultiCallable[_grpc_service_pb2.RepositoryModelLoadRequest, _grpc_service_pb2.RepositoryModelLoadResponse]  # type: ignore[assignment]
+    """Loads a model from the repository, or reloads it (with --model-control-mode explicit)."""
+    RepositoryModelUnload: _aio.UnaryUnaryMultiCallable[_grpc_service_pb2.RepositoryModelUnloadRequest, _grpc_service_pb2.RepositoryModelUnloadResponse]  # type: ignore[assignment]
+    """Stops serving a model (with --model-control-mode explicit)."""
 
 class GRPCInferenceServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -141,7 +149,7 @@ class GRPCInferenceServiceServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_grpc_service_pb2.ModelInferRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_grpc_service_pb2.ModelStreamInferResponse], _abc.AsyncIterator[_grpc_service_pb2.ModelStreamInferResponse]]:
-        """ModelInfer over a bidirectional stream; digits-serving may answer UNIMPLEMENTED."""
+        """ModelInfer over a bidirectional stream: one response per request, carrying its id."""
 
     @_abc_1.abstractmethod
     def ModelConfig(
@@ -166,5 +174,21 @@ class GRPCInferenceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_grpc_service_pb2.RepositoryIndexResponse, _abc.Awaitable[_grpc_service_pb2.RepositoryIndexResponse]]:
         """The models in the repository and their states (Triton extension)."""
+
+    @_abc_1.abstractmethod
+    def RepositoryModelLoad(
+        self,
+        request: _grpc_service_pb2.RepositoryModelLoadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_grpc_service_pb2.RepositoryModelLoadResponse, _abc.Awaitable[_grpc_service_pb2.RepositoryModelLoadResponse]]:
+        """Loads a model from the repository, or reloads it (with --model-control-mode explicit)."""
+
+    @_abc_1.abstractmethod
+    def RepositoryModelUnload(
+        self,
+        request: _grpc_service_pb2.RepositoryModelUnloadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_grpc_service_pb2.RepositoryModelUnloadResponse, _abc.Awaitable[_grpc_service_pb2.RepositoryModelUnloadResponse]]:
+        """Stops serving a model (with --model-control-mode explicit)."""
 
 def add_GRPCInferenceServiceServicer_to_server(servicer: GRPCInferenceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
