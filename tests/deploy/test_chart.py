@@ -104,11 +104,27 @@ def test_readiness_can_follow_one_model() -> None:
     assert container["readinessProbe"]["grpc"] == {"port": 8001, "service": "convnet"}
 
 
+def test_probes_can_ask_the_kserve_health_routes_over_http() -> None:
+    extra = ["--set", "probes.protocol=http", "--set", "probes.readiness.service=convnet"]
+    container = server_container(render(extra=extra))
+    paths = {probe: container[probe]["httpGet"] for probe in ("startupProbe", "livenessProbe")}
+    assert paths == {
+        "startupProbe": {"port": "http", "path": "/v2/health/live"},
+        "livenessProbe": {"port": "http", "path": "/v2/health/live"},
+    }
+    ready = container["readinessProbe"]["httpGet"]
+    assert ready == {"port": "http", "path": "/v2/models/convnet/ready"}
+    whole = server_container(render(extra=["--set", "probes.protocol=http"]))
+    assert whole["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+
+
 @pytest.mark.parametrize("value_set", VALUE_SETS)
-def test_ports_grpc_8001_and_metrics_8002(value_set: str) -> None:
+def test_ports_http_8000_grpc_8001_and_metrics_8002(value_set: str) -> None:
     manifests = render(value_set)
-    ports = {p["name"]: p["containerPort"] for p in server_container(manifests)["ports"]}
-    assert ports == {"grpc": 8001, "metrics": 8002}
+    container = server_container(manifests)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": 8000, "grpc": 8001, "metrics": 8002}
+    assert env(container)["DIGITS_HTTP_PORT"] == "8000"
     service = one(manifests, "Service", "serving")
     by_name = {p["name"]: p for p in service["spec"]["ports"]}
     assert by_name["grpc"] == {
@@ -119,6 +135,13 @@ def test_ports_grpc_8001_and_metrics_8002(value_set: str) -> None:
         "appProtocol": "grpc",
     }
     assert (by_name["metrics"]["port"], by_name["metrics"]["targetPort"]) == (8002, "metrics")
+    assert by_name["http"] == {
+        "name": "http",
+        "port": 8000,
+        "targetPort": "http",
+        "protocol": "TCP",
+        "appProtocol": "http",
+    }
     assert (
         service["spec"]["selector"]
         == one(manifests, "Deployment")["spec"]["selector"]["matchLabels"]
@@ -186,12 +209,27 @@ def test_prestop_sleep_is_native_by_default() -> None:
             ["--set", "settings.modelControlMode=explicit", "--set", "settings.workers=2"],
             "needs settings.workers 1",
         ),
+        (
+            ["--set", "probes.protocol=http", "--set", "settings.allowHttp=false"],
+            "needs settings.allowHttp",
+        ),
     ],
 )
 def test_inconsistent_values_fail_rendering(args: list[str], message: str) -> None:
     result = template(*args)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_http_off_leaves_out_its_port_everywhere() -> None:
+    manifests = render("monitoring", extra=["--set", "settings.allowHttp=false"])
+    container = server_container(manifests)
+    assert [p["name"] for p in container["ports"]] == ["grpc", "metrics"]
+    assert env(container)["DIGITS_ALLOW_HTTP"] == "false"
+    service = one(manifests, "Service", "serving")
+    assert [p["name"] for p in service["spec"]["ports"]] == ["grpc", "metrics"]
+    grpc, _ = one(manifests, "NetworkPolicy")["spec"]["ingress"]
+    assert grpc["ports"] == [{"port": "grpc", "protocol": "TCP"}]
 
 
 def test_settings_become_digits_environment() -> None:
@@ -355,7 +393,10 @@ def test_network_policy_lets_in_clients_monitoring_and_the_helm_test() -> None:
     manifests = render("monitoring")
     policy = one(manifests, "NetworkPolicy")
     grpc, metrics = policy["spec"]["ingress"]
-    assert grpc["ports"] == [{"port": "grpc", "protocol": "TCP"}]
+    assert grpc["ports"] == [
+        {"port": "grpc", "protocol": "TCP"},
+        {"port": "http", "protocol": "TCP"},
+    ]
     test_labels = helm_test_pod(manifests)["metadata"]["labels"]
     assert any(
         peer.get("podSelector", {}).get("matchLabels", {}).items() <= test_labels.items()

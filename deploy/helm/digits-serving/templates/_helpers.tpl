@@ -79,3 +79,20 @@ JSON, as pydantic-settings expects for list settings.
 {{- int64 .Values.terminationGracePeriodSeconds }}
 {{- end }}
 {{- end }}
+
+{{/*
+A probe's action: grpc.health.v1 on the gRPC port, or the KServe V2 health routes on the HTTP
+port (a model's readiness at /v2/models/<name>/ready). Liveness over HTTP is the server's: it
+has no per-service form.
+*/}}
+{{- define "digits.probe" -}}
+{{- if eq .protocol "http" -}}
+httpGet:
+  port: http
+  path: {{ if and (eq .kind "ready") .service }}{{ printf "/v2/models/%s/ready" .service }}{{ else }}{{ printf "/v2/health/%s" .kind }}{{ end }}
+{{- else -}}
+grpc:
+  port: 8001
+  service: {{ .service | quote }}
+{{- end -}}
+{{- end }}
