@@ -36,10 +36,16 @@ system-deps:
 	  echo "installing libb64-0d (for perf_analyzer)"; \
 	  $(SUDO) apt-get install -y -q --no-install-recommends libb64-0d \
 	  || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends libb64-0d; }; }
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing chromium and chromium-driver (the playground's browser tests)"; \
+	  $(SUDO) apt-get install -y -q --no-install-recommends chromium chromium-driver \
+	  || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends chromium chromium-driver; } \
+	  || echo "chromium could not be installed: the playground's browser tests will be skipped"; }
 
-# The committed models on :8001 (gRPC) and :8002 (metrics); SERVE_ARGS adds flags.
+# The committed models on :8000 (HTTP, the playground at /), :8001 (gRPC) and :8002 (metrics);
+# SERVE_ARGS adds flags.
 serve: install
-	$(PY) -m service --model-store model_store $(SERVE_ARGS)
+	$(PY) -m service --model-store model_store --playground $(SERVE_ARGS)
 
 # Starts a server on free ports (or drives --target), sweeps concurrency, runs an open loop,
 # prints a table, writes reports/load-<timestamp>.{json,png}. LOAD_ARGS adds flags (--help).

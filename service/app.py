@@ -165,6 +165,7 @@ class App:
                 body_timeout_s=settings.http_body_timeout_s,
                 limits=limits,
                 tokens=Tokens(tokens) if tokens else None,
+                playground=settings.playground,
             )
             http = HttpServer(engine, metrics, config, control)
 

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     """HTTP port (KServe V2 REST, `POST /v1/classify`); 0 picks a free port and logs it."""
     allow_http: bool = True
     """Serve the HTTP port; off (`--no-allow-http`) serves gRPC only."""
+    playground: bool = False
+    """Serve the playground page (draw a digit, watch every layer) at `/` on the HTTP port."""
     metrics_port: int = Field(8002, ge=0, le=65535)
     """Prometheus `/metrics` port; 0 picks a free port and logs it."""
 

@@ -1,4 +1,5 @@
-"""`POST /v1/classify`, the friendly image route: a PNG or JPEG in, digits.v1's answer as JSON.
+"""`POST /v1/classify`, the friendly image route: a PNG or JPEG in, digits.v1's answer as JSON;
+and `GET /v1/models`, digits.v1's ListModels: every version served, with its layers.
 
     curl --data-binary @seven.png 'localhost:8000/v1/classify?model=mlp&layers=hidden1'
 
@@ -165,7 +166,38 @@ class ClassifyRoute:
             results.append(result)
         return json_answer({"model": model.name, "version": model.version, "results": results})
 
+    async def models(self, request: web.Request) -> web.Response:
+        """Every version served, as digits.v1's ModelInfo says it (layer shapes per image)."""
+        engine = self.engine
+        return json_answer(
+            {
+                "models": [
+                    {
+                        "name": model.name,
+                        "version": model.version,
+                        "versions": engine.versions(model),
+                        "architecture": model.manifest.architecture,
+                        "parameters": model.manifest.parameters,
+                        "test_accuracy": model.manifest.metrics.test_accuracy,
+                        "not_digit_threshold": model.not_digit_threshold,
+                        "layers": [
+                            {
+                                "name": name.removeprefix(LAYER_PREFIX),
+                                "shape": model.outputs[name][1:],
+                            }
+                            for name in model.layers
+                        ],
+                        "device": model.device_name,
+                    }
+                    for model in engine.models()
+                ]
+            }
+        )
+
 
 def routes(engine: Engine, config: HttpConfig) -> list[Route]:
     route = ClassifyRoute(engine, config)
-    return [Route("POST", "/v1/classify", route.classify, "classify", api="digits_http")]
+    return [
+        Route("POST", "/v1/classify", route.classify, "classify", api="digits_http"),
+        Route("GET", "/v1/models", route.models, "models"),
+    ]

@@ -38,6 +38,7 @@ class HttpConfig:
     body_timeout_s: float
     limits: ImageLimits
     tokens: Tokens | None = None
+    playground: bool = False  # serve the page at `/` (`service.transport.http.playground`)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from service.metrics import Children, Metrics
 from service.names import DEFAULT_MODEL
 from service.transport.auth import bearer_token
 from service.transport.closing import MESSAGE
-from service.transport.http import classify, v2
+from service.transport.http import classify, playground, v2
 from service.transport.http.common import (
     ARRIVING,
     HTTP_STATUS,
@@ -53,8 +53,9 @@ CODE_OF_STATUS = {
     429: "RESOURCE_EXHAUSTED",
     503: "UNAVAILABLE",
 }
-# Routes that answer without a token: the probes (and, later, the playground's files).
-OPEN_ROUTES = frozenset({"health_live", "health_ready"})
+# Routes that answer without a token: the probes and the playground's files (its page then
+# calls the API, which asks for a token as usual).
+OPEN_ROUTES = frozenset({"health_live", "health_ready", "playground", "playground_file"})
 
 
 class HttpServer:
@@ -71,7 +72,10 @@ class HttpServer:
         )
         # api label per route name; other routes are not counted as requests.
         self.apis: dict[str, str] = {}
-        for route in [*v2.routes(engine, config, control), *classify.routes(engine, config)]:
+        routes = [*v2.routes(engine, config, control), *classify.routes(engine, config)]
+        if config.playground:
+            routes += playground.routes()
+        for route in routes:
             self.app.router.add_route(route.method, route.path, route.handler, name=route.name)
             if route.api is not None:
                 self.apis[route.name] = route.api
