@@ -6,7 +6,8 @@ Starts a server on free ports (or uses --target), then measures in the same run:
   - in-process onnxruntime: single-image latency, and batch-32 throughput (the ceiling, measured
     before and after the server's runs; the ratio uses their mean);
   - the server through the KServe V2 API: single-image requests at each concurrency, from
-    Python grpc.aio (--connections TCP connections) or Triton's perf_analyzer (--client);
+    Python grpc.aio (--connections TCP connections) or Triton's perf_analyzer (--client), and
+    with --over http stream, the same through HTTP and streaming gRPC (perf_analyzer only);
   - with --floor, the same client against benchmarks/bare_server.py: grpc.aio answering from a
     cache, the floor under any Python gRPC server on this machine;
   - with --peers, the same client against other servers of the same model file, each right
@@ -83,17 +84,26 @@ class PerfAnalyzerFailed(RuntimeError):
     """perf_analyzer is missing, failed, ran past its time or printed no throughput."""
 
 
+# perf_analyzer's flags for each way of reaching the server (`--over`).
+PROTOCOL_FLAGS = {
+    "grpc": ["-i", "grpc"],
+    "stream": ["-i", "grpc", "--streaming"],
+    "http": ["-i", "http"],
+}
+
+
 def drive_perf_analyzer(
-    target: str, model: str, version: int, concurrency: int, seconds: float
+    target: str, model: str, version: int, concurrency: int, seconds: float, protocol: str = "grpc"
 ) -> dict[str, Any]:
     """Triton's perf_analyzer (C++) as the load generator: less client CPU on a shared machine.
-    It sends random FP32 tensors and asks for every output in the model's metadata."""
+    It sends random FP32 tensors and asks for every output in the model's metadata. `protocol`:
+    unary gRPC, streaming gRPC (ModelStreamInfer) or HTTP (`target` is then the HTTP port)."""
     binary = perf.find_binary()
     if binary is None:
         raise PerfAnalyzerFailed("perf_analyzer not found (pip install 'tritonclient[grpc]')")
     window_ms = max(500, round(seconds * 1000 / 3))
     command = [
-        binary, "-m", model, "-x", str(version), "-u", target, "-i", "grpc",
+        binary, "-m", model, "-x", str(version), "-u", target, *PROTOCOL_FLAGS[protocol],
         "--concurrency-range", f"{concurrency}:{concurrency}",
         "--measurement-interval", str(window_ms), "--max-trials", "3",
         "--stability-percentage", "1000",
@@ -132,14 +142,24 @@ def measure(
     model_path: Path,
     bare: str | None,
     others: dict[str, str],
+    http_target: str = "",
 ) -> dict[str, Any]:
-    """One repetition: the ceiling before; at each concurrency the server, then the bare floor
-    and each peer in `others` (name → target); the ceiling after. Each run's ratio is to the
-    mean of this repetition's two ceilings, and each peer's to the server's run just before."""
+    """One repetition: the ceiling before; at each concurrency the server, then the server over
+    each protocol of `--over`, the bare floor and each peer in `others` (name → target); the
+    ceiling after. Each run's ratio is to the mean of this repetition's two ceilings, and each
+    protocol's and peer's to the server's run just before."""
     before = in_process(model_path, args.seconds)
     runs: list[dict[str, Any]] = []
     for concurrency in args.concurrency:
         run = drive_client(args, target, concurrency)
+        run["over"] = {}
+        for protocol in args.over:
+            where = http_target if protocol == "http" else target
+            measured = drive_perf_analyzer(
+                where, args.model, args.version, concurrency, args.seconds, protocol
+            )
+            measured["over_grpc"] = measured["requests_per_s"] / run["requests_per_s"]
+            run["over"][protocol] = measured
         if bare:
             run["bare"] = drive_client(args, bare, concurrency)
         run["peers"] = {name: drive_client(args, t, concurrency) for name, t in others.items()}
@@ -223,12 +243,21 @@ def main() -> int:
         default=[],
         help="also measure these servers of the same model file, right after ours each time",
     )
+    parser.add_argument(
+        "--over",
+        nargs="+",
+        choices=["http", "stream"],
+        default=[],
+        help="also measure the server over HTTP or streaming gRPC (needs --client perf_analyzer)",
+    )
     parser.add_argument("--target", help="an already running server (default: start one)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--server-args", default="", help="extra flags for the started server")
     args = parser.parse_args()
     if problem := peers.missing(args.peers):
         parser.error(problem)
+    if args.over and (args.client != "perf_analyzer" or args.target):
+        parser.error("--over needs --client perf_analyzer and a server this run starts")
     if args.version is None:
         versions = (ROOT / "model_store" / args.model).iterdir()
         args.version = max(int(p.name) for p in versions if p.name.isdigit())
@@ -251,7 +280,14 @@ def main() -> int:
         others = {peer.name: peer.target for peer in started}
         try:
             repetitions = [
-                measure(args, target, model_path, bare.target if bare else None, others)
+                measure(
+                    args,
+                    target,
+                    model_path,
+                    bare.target if bare else None,
+                    others,
+                    f"127.0.0.1:{server.http_port}" if server else "",
+                )
                 for _ in range(args.repeat)
             ]
         except PerfAnalyzerFailed as exc:
@@ -298,6 +334,23 @@ def main() -> int:
                 f"{statistics.median(b['p99_ms'] for b in bares):>8.3f} "
                 f"{statistics.median(r['p50_ms'] - r['bare']['p50_ms'] for r in runs):>14.3f}"
             )
+    if args.over:
+        print("the server over other protocols, same client; ÷ gRPC is of requests/s:")
+        print(
+            f"{'concurrency':>11} {'protocol':>8} {'req/s':>18} {'p50/p99 ms':>12} {'÷ gRPC':>18}"
+        )
+        for i, concurrency in enumerate(args.concurrency):
+            runs = [r["runs"][i] for r in repetitions]
+            for protocol in args.over:
+                over = [r["over"][protocol] for r in runs]
+                p50 = statistics.median(o["p50_ms"] for o in over)
+                p99 = statistics.median(o["p99_ms"] for o in over)
+                print(
+                    f"{concurrency:>11} {protocol:>8} "
+                    f"{summary([o['requests_per_s'] for o in over], '.0f'):>18} "
+                    f"{f'{p50:.2f}/{p99:.1f}':>12} "
+                    f"{summary([o['over_grpc'] for o in over], '.2f'):>18}"
+                )
     if others:
         print_peers(args.concurrency, list(others), repetitions)
     if args.json:

@@ -291,8 +291,8 @@ def test_explicit_unload_and_load_under_load(store: Path) -> None:
         assert not grpc_client.is_model_ready("mlp")
         assert health(server, "mlp") == "NOT_SERVING"
         assert index(server)[("mlp", "2")] == ("UNAVAILABLE", "unloaded")
+        before_load = time.monotonic()
         http_client.load_model("mlp")
-        loaded = time.monotonic()
         load.settle_on(is_model(2, 2))
         assert grpc_client.is_model_ready("mlp")
         assert health(server, "mlp") == "SERVING"
@@ -301,11 +301,12 @@ def test_explicit_unload_and_load_under_load(store: Path) -> None:
         grpc_client.close()
         http_client.close()
         server.stop()
+    # A call sent a moment before the unload may still reach the server after it: 20 ms.
     for calls in answers:
         for answer in calls:
-            if answer.sent < before_unload:
+            if answer.sent < before_unload - 0.02:
                 assert is_model(2, 2)(answer), answer  # in flight at the unload: finished
-            elif unloaded < answer.sent < loaded:
+            elif unloaded < answer.sent < before_load:
                 assert answer.code == "NOT_FOUND", answer
             else:
                 assert answer.code == "NOT_FOUND" or is_model(2, 2)(answer), answer
