@@ -24,7 +24,7 @@ from service.domain.engine import Engine
 from service.errors import FailedPrecondition, NotFound, Unavailable
 from service.metrics import Metrics
 from service.store.manifest import ManifestError
-from service.store.registry import ModelVersion, load_into
+from service.store.registry import ModelVersion, load_versions
 from service.store.repository import Listing, list_model, model_names
 
 log = logging.getLogger(__name__)
@@ -132,12 +132,13 @@ class ModelControl:
         wanted = [v for v in listing.versions if self._needs_load(name, v, listing, served, retry)]
         registry.loading.update((name, v) for v in wanted)
         try:
-            loaded = await asyncio.to_thread(
-                load_into, registry, self.store, name, wanted, **self.load_options
+            loaded, failures = await asyncio.to_thread(
+                load_versions, self.store, name, wanted, **self.load_options
             )
         finally:
             registry.loading.difference_update((name, v) for v in wanted)
-        failed = [v for v in wanted if v not in loaded]
+        registry.record(loaded.values(), failures.values())
+        failed = list(failures)
         if self.engine.draining:  # the server began to stop while this loaded: serve nothing new
             return []
         for version in failed:
@@ -148,7 +149,7 @@ class ModelControl:
         versions = self._choose(listing, served, loaded, failed)
         if versions != served:
             await self._publish(name, versions, served)
-        return [f"version {v}: {registry.failures[(name, str(v))].reason}" for v in failed]
+        return [f"version {v}: {failures[v].reason}" for v in failed]
 
     def _needs_load(
         self,

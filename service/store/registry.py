@@ -88,6 +88,13 @@ class Registry:
     ) -> None:
         self.failures[(name, str(version))] = LoadFailure(name, str(version), reason, fingerprint)
 
+    def record(self, loaded: Iterable[ModelVersion], failed: Iterable[LoadFailure]) -> None:
+        """A load's outcome: each version that loaded clears its old failure."""
+        for model in loaded:
+            self.failures.pop((model.name, str(model.version)), None)
+        for failure in failed:
+            self.failures[(failure.name, failure.version)] = failure
+
     def get(self, name: str, version: int | str | None = None) -> ModelVersion:
         """`version` None, 0 or "" means the newest."""
         versions = self.models.get(name)
@@ -152,12 +159,13 @@ def load_version(path: Path, warmup: bool = True, **runtime_options: Any) -> Mod
     return model
 
 
-def load_into(
-    registry: Registry, store: Path, name: str, versions: Iterable[int], **options: Any
-) -> dict[int, ModelVersion]:
-    """Load `versions` of model `name`; each failure is logged and recorded in `registry`, each
-    success clears its old failure. Returns those that loaded; publishes nothing."""
+def load_versions(
+    store: Path, name: str, versions: Iterable[int], **options: Any
+) -> tuple[dict[int, ModelVersion], dict[int, LoadFailure]]:
+    """Load `versions` of model `name`: those that loaded, and why each other one did not
+    (logged too). Touches no registry, so it may run on a thread while requests read one."""
     loaded: dict[int, ModelVersion] = {}
+    failed: dict[int, LoadFailure] = {}
     for version in versions:
         where, path = f"{name}/{version}", store / name / str(version)
         fingerprint = Fingerprint.of(path)
@@ -165,9 +173,8 @@ def load_into(
             model = load_version(path, **options)
         except Exception as exc:
             log.error("model %s not loaded: %s", where, exc)
-            registry.failed(name, version, str(exc), fingerprint)
+            failed[version] = LoadFailure(name, str(version), str(exc), fingerprint)
             continue
-        registry.failures.pop((name, str(version)), None)
         loaded[version] = model
         log.info(
             "model %s loaded on %s (%s parameters)",
@@ -175,7 +182,7 @@ def load_into(
             model.runtime.device,
             f"{model.manifest.parameters:,}",
         )
-    return loaded
+    return loaded, failed
 
 
 def load_registry(store: Path, only: Iterable[str] = (), **options: Any) -> Registry:
@@ -192,5 +199,7 @@ def load_registry(store: Path, only: Iterable[str] = (), **options: Any) -> Regi
             log.error("model %s not loaded: %s", name, exc)
             registry.failed(name, "", str(exc))
             continue
-        registry.replace(name, load_into(registry, store, name, listing.versions, **options))
+        loaded, failed = load_versions(store, name, listing.versions, **options)
+        registry.record(loaded.values(), failed.values())
+        registry.replace(name, loaded)
     return registry
