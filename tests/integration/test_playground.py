@@ -8,9 +8,11 @@ import shutil
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image, ImageDraw
 
 from tests.integration.server import ServerProcess
 
@@ -191,3 +193,16 @@ def test_the_page_fits_a_phone_and_the_keyboard_clears_the_pad(page: Any) -> Non
         until(page, lambda: shown_digit(page) == "?")
     finally:
         page.set_window_size(1200, 1400)
+
+
+def test_an_image_file_opened_on_the_page_is_classified(page: Any, tmp_path: Path) -> None:
+    image = Image.new("L", (280, 280), 255)
+    ImageDraw.Draw(image).line([(70, 50), (210, 50), (120, 240)], fill=0, width=18)
+    path = tmp_path / "seven.png"
+    image.save(path)
+    page.find_element(By.ID, "file").send_keys(str(path))
+    until(page, lambda: shown_digit(page) == "7")
+    (tmp_path / "notes.txt").write_text("not an image")
+    page.find_element(By.ID, "file").send_keys(str(tmp_path / "notes.txt"))
+    until(page, lambda: "not an image" in text(page, "status"))
+    assert severe_logs(page) == []

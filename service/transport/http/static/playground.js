@@ -93,7 +93,13 @@ async function putImage(file) {
     say("That is not an image file.");
     return;
   }
-  const bitmap = await createImageBitmap(file);
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(file);
+  } catch {
+    say("That image could not be read.");
+    return;
+  }
   clearPad();
   const scale = Math.min(pad.width / bitmap.width, pad.height / bitmap.height);
   const w = bitmap.width * scale;
