@@ -1,10 +1,12 @@
-"""deploy/kserve/: the ClusterServingRuntime and InferenceServices, checked offline: the
-container is a valid Kubernetes container, its environment is what the server accepts, and the
-InferenceServices ask for what the runtime offers. With KSERVE_CRDS naming a directory of
-KServe's CRDs, every manifest is also validated against them (scripts/validate_kserve.py)."""
+"""deploy/kserve/: the ClusterServingRuntime and InferenceServices, checked offline against
+KServe's CRD schemas (pruned to what the manifests touch: kserve_schemas.json, made by
+scripts/validate_kserve.py), the container against Kubernetes' schemas and its environment
+against the server's settings, and the InferenceServices against what the runtime offers. With
+KSERVE_CRDS naming a directory of KServe's full CRDs, those are used too."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -21,6 +23,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import validate_kserve
 
 KSERVE = ROOT / "deploy" / "kserve"
+PRUNED = Path(__file__).with_name("kserve_schemas.json")
 # The protocol versions KServe's InferenceService takes (its protocolVersion field).
 PROTOCOLS = {"v1", "v2", "grpc-v1", "grpc-v2"}
 
@@ -85,6 +88,27 @@ def test_inference_services_ask_for_what_the_runtime_offers(name: str) -> None:
         assert port["containerPort"] == int(environment()["DIGITS_GRPC_PORT"])
 
 
+def test_every_manifest_validates_against_kserve_schemas() -> None:
+    lines = validate_kserve.validate(schemas_file=PRUNED)
+    assert len(lines) == 3 and all(line.startswith("ok") for line in lines), lines
+
+
+def test_a_misspelt_or_mistyped_field_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = validate_kserve.manifests
+
+    def altered() -> Any:
+        for path, manifest in real():
+            if manifest["kind"] == "InferenceService":
+                model = manifest["spec"]["predictor"]["model"]
+                model["storageURI"] = model.pop("storageUri")
+                model["runtime"] = 7
+            yield path, manifest
+
+    monkeypatch.setattr(validate_kserve, "manifests", altered)
+    failed = [line for line in validate_kserve.validate(schemas_file=PRUNED) if "FAIL" in line]
+    assert len(failed) == 2 and all("spec.predictor.model" in line for line in failed), failed
+
+
 def test_the_validator_refuses_unknown_fields(tmp_path: Path) -> None:
     """The strict schema: a misspelt field is an error, not dropped (a CRD-shaped schema)."""
     schema = validate_kserve.strict(
@@ -99,5 +123,8 @@ def test_the_validator_refuses_unknown_fields(tmp_path: Path) -> None:
     reason="set KSERVE_CRDS to a KServe checkout's config/crd/full to validate against its CRDs",
 )
 def test_every_manifest_validates_against_kserve_crds() -> None:
-    lines = validate_kserve.validate(Path(os.environ["KSERVE_CRDS"]))
+    crds = Path(os.environ["KSERVE_CRDS"])
+    lines = validate_kserve.validate(crds)
     assert lines and not [line for line in lines if line.startswith("FAIL")], lines
+    pruned = json.loads(PRUNED.read_text())["schemas"]
+    assert pruned == json.loads(json.dumps(validate_kserve.pruned_schemas(crds)))
