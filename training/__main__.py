@@ -234,6 +234,13 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoint (a run cut short; its config must match the other flags)",
     )
     parser.add_argument("--epochs", type=int)
+    parser.add_argument("--weight-decay", type=float)
+    parser.add_argument(
+        "--style-fraction", type=float, help="share of each digit batch in other styles"
+    )
+    parser.add_argument(
+        "--distill-weight", type=float, help="weight of the teacher's loss; 0 trains without one"
+    )
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--seed", type=int)
@@ -261,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
             limit=args.limit,
             threads=args.threads,
             outlier_weight=args.outlier_weight,
+            weight_decay=args.weight_decay,
+            style_fraction=args.style_fraction,
+            distill_weight=args.distill_weight,
             init_from=args.init_from,
         )
         run_one(cfg, args, data_dir)

@@ -1,7 +1,14 @@
-"""Export a trained network to ONNX and write its manifest into the model store."""
+"""Export a trained network to ONNX and write its manifest into the model store.
+
+    python -m training.export --add-connections model_store/mlp/1 ...
+
+adds the `connections` (the dense weights between small layers) to the manifests of versions
+exported before manifests carried them, reading the weights from each version's graph.
+"""
 
 from __future__ import annotations
 
+import argparse
 import platform
 from importlib import metadata
 from pathlib import Path
@@ -11,8 +18,8 @@ import numpy as np
 import onnx
 import torch
 
-from service.store.manifest import Manifest, sha256_file
-from training.models import MLP, ConvNet, Exported, count_parameters
+from service.store.manifest import Connection, Manifest, sha256_file
+from training.models import MLP, MODELS, ConvNet, Exported, count_parameters
 
 OPSET = 18
 INPUT_NAME = "image"
@@ -61,6 +68,26 @@ def tensor_specs(onnx_path: Path) -> tuple[list[dict[str, Any]], list[dict[str, 
     return [spec(v) for v in graph.input], [spec(v) for v in graph.output]
 
 
+def connections(onnx_path: Path, pairs: tuple[tuple[str, str], ...]) -> list[Connection]:
+    """The weights from `source` to `target` for each pair, as the graph holds them: the
+    initializers `model.<target>.weight` ([target units, source units]) and `.bias`."""
+    initializers = {i.name: i for i in onnx.load(str(onnx_path)).graph.initializer}
+
+    def array(name: str) -> list[Any]:
+        values: list[Any] = onnx.numpy_helper.to_array(initializers[name]).tolist()
+        return values
+
+    return [
+        Connection(
+            source=source,
+            target=target,
+            weights=array(f"model.{target}.weight"),
+            bias=array(f"model.{target}.bias"),
+        )
+        for source, target in pairs
+    ]
+
+
 def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for dist in ("torch", "onnx", "onnxscript", "onnxruntime-gpu", "onnxruntime", "numpy"):
@@ -96,5 +123,29 @@ def build_manifest(
             "not_digit_threshold": not_digit_threshold,
             "onnx_sha256": sha256_file(onnx_path),
             "training": {**training, "libraries": library_versions()},
+            "connections": connections(onnx_path, model.connections),
         }
     )
+
+
+def add_connections(version_dir: Path) -> None:
+    """Give an exported version's manifest the connections its model class declares."""
+    path = version_dir / "manifest.json"
+    manifest = Manifest.read(path)
+    pairs = MODELS[manifest.name].connections
+    found = connections(version_dir / "model.onnx", pairs)
+    Manifest.model_validate({**manifest.model_dump(), "connections": found}).write(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.export", description=__doc__)
+    parser.add_argument("--add-connections", nargs="+", type=Path, metavar="VERSION_DIR")
+    args = parser.parse_args(argv)
+    for version_dir in args.add_connections or []:
+        add_connections(version_dir)
+        print(f"{version_dir}: connections added")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

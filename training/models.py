@@ -45,6 +45,7 @@ class ConvNet(nn.Module):
 
     architecture = "6x conv5x5 (20,20,50,50,50,50; 28-24-20-16-12-8-4) + BN + ReLU, 800-500-10"
     layer_names = ("conv1", "conv2", "conv3", "conv4", "conv5", "conv6", "fc1")
+    connections: tuple[tuple[str, str], ...] = ()  # its dense weights are too many to draw
     channels = (20, 20, 50, 50, 50, 50)
 
     def __init__(self, dropout: float = 0.3) -> None:
@@ -82,6 +83,8 @@ class MLP(nn.Module):
 
     architecture = "784-16-16-10 fully connected, sigmoid"
     layer_names = ("hidden1", "hidden2")
+    # (source, target) pairs whose weights the manifest carries, for the playground to draw.
+    connections = (("hidden1", "hidden2"), ("hidden2", "output"))
 
     def __init__(self) -> None:
         super().__init__()

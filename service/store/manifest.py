@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class ManifestError(Exception):
@@ -40,6 +40,24 @@ class Figures(BaseModel):
     test_images: int = Field(ge=0)
 
 
+# The target of the last connection: the graph's logits, before the temperature divides them.
+OUTPUT_UNITS = "output"
+
+
+class Connection(BaseModel):
+    """The weights from one layer's units to the next's, `weights[target_unit][source_unit]`,
+    and the target units' biases: target = activation(weights @ source + bias). What the
+    playground draws between the mlp's 16-unit layers, as the lesson behind it does. Only small
+    dense layers carry them (the mlp's 16x16 and 10x16)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str  # a layer: "hidden1"
+    target: str  # a layer, or OUTPUT_UNITS
+    weights: list[list[float]]
+    bias: list[float]
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -54,6 +72,22 @@ class Manifest(BaseModel):
     not_digit_threshold: float = Field(ge=0, le=1)
     onnx_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     training: dict[str, Any]  # the recipe, the data's checksums, library versions
+    connections: list[Connection] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _connections_join_layers(self) -> Manifest:
+        """Each connection joins known layers with one row and one bias per target unit, all
+        rows as long; the registry checks the unit counts against the graph's outputs."""
+        for i, link in enumerate(self.connections):
+            for end in (link.source, link.target):
+                if end not in self.layers and end != OUTPUT_UNITS:
+                    raise ValueError(f"connections.{i}: {end!r} is not one of the layers")
+            widths = {len(row) for row in link.weights}
+            if len(widths) != 1 or len(link.bias) != len(link.weights):
+                raise ValueError(
+                    f"connections.{i}: weights must be rows of one length, one per bias"
+                )
+        return self
 
     @classmethod
     def read(cls, path: Path) -> Manifest:

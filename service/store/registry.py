@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import NotFound
-from service.names import INPUT_NAME, INPUT_SHAPE, LAYER_PREFIX, REQUIRED_OUTPUTS
+from service.names import INPUT_NAME, INPUT_SHAPE, LAYER_PREFIX, LOGITS, REQUIRED_OUTPUTS
 from service.store.device import Gpu
-from service.store.manifest import Manifest, ManifestError, sha256_file
+from service.store.manifest import OUTPUT_UNITS, Manifest, ManifestError, sha256_file
 from service.store.repository import Fingerprint, list_model, model_names
 from service.store.runtime import OnnxModel
 
@@ -135,6 +135,18 @@ def check_manifest(manifest: Manifest, runtime: OnnxModel, path: Path) -> None:
     missing = [n for n in REQUIRED_OUTPUTS if n not in declared]
     if missing:
         raise ManifestError(f"graph lacks the outputs {missing}")
+
+    def units(layer: str) -> int | None:
+        shape = declared.get(LOGITS if layer == OUTPUT_UNITS else LAYER_PREFIX + layer)
+        return shape[-1] if shape else None
+
+    for i, link in enumerate(manifest.connections):
+        expected = (units(link.target), units(link.source))
+        if (len(link.weights), len(link.weights[0])) != expected:
+            raise ManifestError(
+                f"connections.{i}: weights are {len(link.weights)}x{len(link.weights[0])}, "
+                f"the graph's {link.target} x {link.source} units are {expected[0]}x{expected[1]}"
+            )
 
 
 def load_version(path: Path, warmup: bool = True, **runtime_options: Any) -> ModelVersion:

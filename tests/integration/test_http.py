@@ -342,6 +342,48 @@ def test_classify_answers_layers_as_lists_or_base64(server: ServerProcess) -> No
     assert first["layers"][0]["shape"] == [1, 28, 28]
 
 
+def test_models_name_their_connections_and_the_mlp_serves_the_weights_it_runs(
+    server: ServerProcess,
+) -> None:
+    status, _, body = request(server, "GET", "/v1/models")
+    assert status == 200
+    listed = {(m["name"], m["version"]): m for m in json.loads(body)["models"]}
+    version = reference.newest("mlp")
+    assert listed[("mlp", version)]["connections"] == [
+        ["hidden1", "hidden2"],
+        ["hidden2", "output"],
+    ]
+    assert listed[("convnet", reference.newest("convnet"))]["connections"] == []
+
+    status, _, body = request(server, "GET", f"/v1/models/mlp/connections?version={version}")
+    assert status == 200
+    served = json.loads(body)
+    assert (served["model"], served["version"]) == ("mlp", version)
+    assert served["connections"] == reference.manifest("mlp", version)["connections"]
+    # They are the weights the graph runs: hidden2 and the logits follow from the layer before.
+    query = f"?model=mlp&version={version}&layers=hidden1,hidden2&include_logits=1"
+    answer = classify(server, png("one"), query)
+    result = answer["results"][0]
+    layers = {layer["name"]: np.array(layer["data"]) for layer in result["layers"]}
+    into_hidden2, into_output = (
+        (np.array(link["weights"]), np.array(link["bias"])) for link in served["connections"]
+    )
+    hidden2 = 1 / (1 + np.exp(-(into_hidden2[0] @ layers["hidden1"] + into_hidden2[1])))
+    assert np.allclose(hidden2, layers["hidden2"], atol=1e-5)
+    logits = into_output[0] @ layers["hidden2"] + into_output[1]
+    temperature = reference.manifest("mlp", version)["metrics"]["temperature"]
+    assert np.allclose(logits / temperature, result["logits"], atol=1e-4)
+
+    assert json.loads(request(server, "GET", "/v1/models/convnet/connections")[2]) == {
+        "model": "convnet",
+        "version": reference.newest("convnet"),
+        "connections": [],
+    }
+    assert error_of(server, "GET", "/v1/models/nope/connections")[0] == 404
+    assert error_of(server, "GET", "/v1/models/mlp/connections?version=99")[0] == 404
+    assert error_of(server, "GET", "/v1/models/mlp/connections?version=x")[0] == 400
+
+
 def test_classify_takes_several_images_as_multipart(server: ServerProcess) -> None:
     boundary = uuid.uuid4().hex
     parts = b""

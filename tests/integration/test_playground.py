@@ -164,7 +164,9 @@ def test_a_scribble_is_not_a_digit(page: Any) -> None:
     assert severe_logs(page) == []
 
 
-def test_the_mlp_shows_its_sixteen_hidden_units(page: Any) -> None:
+def test_the_mlp_shows_its_sixteen_hidden_units_and_their_strongest_connections(
+    page: Any,
+) -> None:
     picker = page.find_element(By.ID, "model")
     options = [o.get_attribute("value") for o in picker.find_elements(By.TAG_NAME, "option")]
     assert "mlp/3" in options and "convnet/3" in options
@@ -177,6 +179,11 @@ def test_the_mlp_shows_its_sixteen_hidden_units(page: Any) -> None:
     until(page, lambda: shown_digit(page) == "1" and "mlp v3 answered" in text(page, "status"))
     units = page.find_elements(By.CSS_SELECTOR, "#layers .units span")
     assert len(units) == 32  # hidden1 and hidden2
+    network = page.find_element(By.CSS_SELECTOR, '[data-view="network"] canvas')
+    assert network.get_attribute("data-edges") == str(3 * (16 + 10))  # 3 into every unit
+    note = page.find_element(By.CSS_SELECTOR, '[data-view="network"] .note').text
+    assert note.startswith("Strongest into 1: hidden2 unit"), note
+    assert note.count("hidden2 unit") == 3
     assert severe_logs(page) == []
 
 

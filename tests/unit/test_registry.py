@@ -17,9 +17,9 @@ STORE = Path(__file__).resolve().parents[2] / "model_store"
 
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
-    """mlp v1 copied as v1, v2 (fine) and v3..v6, each broken in its own way."""
+    """mlp v1 copied as v1, v2 (fine) and v3..v8, each broken in its own way."""
     root = tmp_path / "store"
-    for version in range(1, 7):
+    for version in range(1, 9):
         target = root / "mlp" / str(version)
         shutil.copytree(STORE / "mlp" / "1", target)
         manifest = json.loads((target / "manifest.json").read_text())
@@ -37,6 +37,16 @@ def store(tmp_path: Path) -> Path:
     manifest = json.loads((broken / "6" / "manifest.json").read_text())
     manifest["outputs"].append({"name": "layer.extra", "dtype": "float32", "shape": [-1, 3]})
     (broken / "6" / "manifest.json").write_text(json.dumps(manifest))
+    # v7: a connection into a layer the model does not have.
+    manifest = json.loads((broken / "7" / "manifest.json").read_text())
+    manifest["connections"][0]["target"] = "hidden3"
+    (broken / "7" / "manifest.json").write_text(json.dumps(manifest))
+    # v8: hidden1 -> hidden2 weights one source unit short of the graph's 16.
+    manifest = json.loads((broken / "8" / "manifest.json").read_text())
+    manifest["connections"][0]["weights"] = [
+        row[:15] for row in manifest["connections"][0]["weights"]
+    ]
+    (broken / "8" / "manifest.json").write_text(json.dumps(manifest))
     (root / "mlp" / "notes").mkdir()  # not a version: ignored
     return root
 
@@ -49,6 +59,11 @@ def test_broken_versions_are_skipped_with_a_reason(store: Path) -> None:
     assert "not valid JSON" in reasons["4"]
     assert "needs both manifest.json and model.onnx" in reasons["5"]
     assert "differ from the graph" in reasons["6"]
+    assert "connections.0: 'hidden3' is not one of the layers" in reasons["7"]
+    assert (
+        "connections.0: weights are 16x15, the graph's hidden2 x hidden1 units are 16x16"
+        in (reasons["8"])
+    )
 
 
 def test_newest_version_is_the_default_and_versions_can_be_named(store: Path) -> None:

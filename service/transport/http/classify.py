@@ -1,5 +1,7 @@
 """`POST /v1/classify`, the friendly image route: a PNG or JPEG in, digits.v1's answer as JSON;
-and `GET /v1/models`, digits.v1's ListModels: every version served, with its layers.
+`GET /v1/models`, digits.v1's ListModels: every version served, with its layers; and
+`GET /v1/models/{name}/connections?version=N`, the weights between its small dense layers (the
+mlp's 16x16 and 10x16, `weights[target_unit][source_unit]`; none for the convnet).
 
     curl --data-binary @seven.png 'localhost:8000/v1/classify?model=mlp&layers=hidden1'
 
@@ -188,9 +190,22 @@ class ClassifyRoute:
                             for name in model.layers
                         ],
                         "device": model.device_name,
+                        "connections": [
+                            [link.source, link.target] for link in model.manifest.connections
+                        ],
                     }
                     for model in engine.models()
                 ]
+            }
+        )
+
+    async def connections(self, request: web.Request) -> web.Response:
+        model = self.engine.model(request.match_info["name"], _version(request))
+        return json_answer(
+            {
+                "model": model.name,
+                "version": model.version,
+                "connections": [link.model_dump() for link in model.manifest.connections],
             }
         )
 
@@ -200,4 +215,5 @@ def routes(engine: Engine, config: HttpConfig) -> list[Route]:
     return [
         Route("POST", "/v1/classify", route.classify, "classify", api="digits_http"),
         Route("GET", "/v1/models", route.models, "models"),
+        Route("GET", "/v1/models/{name}/connections", route.connections, "connections"),
     ]

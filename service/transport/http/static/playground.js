@@ -1,7 +1,8 @@
 // The playground: draw on #pad; the drawing goes to this server's POST /v1/classify as a PNG at
 // most every INTERVAL ms while drawing, with the layers whose panels are open, and the answer
 // is drawn: the digit, the ten probabilities, the not-a-digit verdict, the 28x28 input and
-// every layer. Nothing is fetched from anywhere but this server.
+// every layer, and for the mlp its strongest connections. Nothing is fetched from anywhere but
+// this server.
 "use strict";
 
 const INTERVAL = 100; // ms between two requests while drawing, at most
@@ -12,7 +13,7 @@ const $ = (id) => document.getElementById(id);
 const pad = $("pad");
 const pen = pad.getContext("2d");
 const state = {
-  model: null, // {name, version, layers: [names]}
+  model: null, // {name, version, layers: [names], shapes, links: [{source, target, weights}]}
   drawn: false,
   inFlight: false,
   again: false, // the drawing changed while a request was out
@@ -144,11 +145,14 @@ async function ask() {
   state.last = performance.now();
   try {
     const png = await new Promise((done) => pad.toBlob(done, "image/png"));
-    const layers = ["input", ...state.model.layers.filter((name) => !state.closed.has(name))];
+    const layers = new Set(["input", ...state.model.layers.filter((n) => !state.closed.has(n))]);
+    if (state.model.links.length && !state.closed.has(NETWORK)) {
+      for (const link of state.model.links) layers.add(link.source);
+    }
     const query = new URLSearchParams({
       model: state.model.name,
       version: String(state.model.version),
-      layers: layers.join(","),
+      layers: [...layers].join(","),
       layer_data: "base64",
     });
     const response = await fetch(`/v1/classify?${query}`, {
@@ -184,6 +188,7 @@ function showEmpty() {
   for (const canvas of document.querySelectorAll("#layers canvas")) {
     canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
   }
+  drawNetwork(null);
 }
 
 function show(result) {
@@ -205,14 +210,17 @@ function show(result) {
       ? `Not sure: ${order[0][1]} or ${order[1][1]}?`
       : "";
   drawBars(p, result.digit);
+  const seen = { output: p };
   for (const layer of result.layers || []) {
     const values = floats(layer.data);
+    seen[layer.name] = values;
     if (layer.name === "input") {
       paint($("input"), values, 28, 28);
     } else {
       drawLayer(layer.name, layer.shape, values);
     }
   }
+  drawNetwork(seen, result.digit);
 }
 
 function drawBars(p, top) {
@@ -300,24 +308,116 @@ function drawLayer(name, shape, values) {
   });
 }
 
+// ---- the mlp's connections, drawn as the lesson draws them ----------------------------------
+// Columns of units (hidden1, hidden2, the ten digits), each lit by its activation; into every
+// unit, its STRONGEST incoming connections for this drawing (weight x the activation it
+// carries), blue where they excite, red where they inhibit, wider the stronger. Before a
+// drawing, the strongest weights.
+
+const NETWORK = "network"; // the panel's key in state.closed
+const STRONGEST = 3;
+
+function drawNetwork(seen, digit = -1) {
+  const canvas = document.querySelector(`[data-view="${NETWORK}"] canvas`);
+  if (!canvas) return;
+  const links = state.model.links;
+  const columns = [links[0].source, ...links.map((link) => link.target)];
+  const sizes = [links[0].weights[0].length, ...links.map((link) => link.weights.length)];
+  const activation = (column, unit) => (seen && seen[column] ? seen[column][unit] : null);
+  const w = canvas.width;
+  const h = canvas.height;
+  const x = (c) => 40 + (c * (w - 80)) / (columns.length - 1);
+  const y = (c, unit) => 24 + ((unit + 0.5) * (h - 32)) / sizes[c];
+  const g = canvas.getContext("2d");
+  g.clearRect(0, 0, w, h);
+  let edges = 0;
+  let into = ""; // what feeds the answer most, in words
+  links.forEach((link, c) => {
+    const chosen = link.weights.map((row, target) =>
+      row
+        .map((weight, source) => [weight * (activation(columns[c], source) ?? 1), source])
+        .sort((a, b) => Math.abs(b[0]) - Math.abs(a[0]))
+        .slice(0, STRONGEST)
+        .map(([strength, source]) => ({ strength, source, target })),
+    );
+    const strongest = Math.max(...chosen.flat().map((e) => Math.abs(e.strength))) || 1;
+    for (const edge of chosen.flat()) {
+      g.strokeStyle = edge.strength >= 0 ? "rgba(47,111,222,0.85)" : "rgba(192,57,43,0.85)";
+      g.lineWidth = 0.5 + (3.5 * Math.abs(edge.strength)) / strongest;
+      g.beginPath();
+      g.moveTo(x(c), y(c, edge.source));
+      g.lineTo(x(c + 1), y(c + 1, edge.target));
+      g.stroke();
+      edges++;
+    }
+    if (c === links.length - 1 && digit >= 0) {
+      into = chosen[digit]
+        .map((e) => `${columns[c]} unit ${e.source} (${e.strength >= 0 ? "+" : "−"}${Math.abs(e.strength).toFixed(2)})`)
+        .join(", ");
+    }
+  });
+  columns.forEach((column, c) => {
+    g.fillStyle = "#888";
+    g.font = "12px system-ui, sans-serif";
+    g.textAlign = "center";
+    g.fillText(column === "output" ? "digit" : column, x(c), 12);
+    for (let unit = 0; unit < sizes[c]; unit++) {
+      const level = Math.round(255 * Math.min(1, Math.max(0, activation(column, unit) ?? 0)));
+      g.fillStyle = `rgb(${level},${level},${level})`;
+      g.strokeStyle = "#888";
+      g.lineWidth = 1;
+      g.beginPath();
+      g.arc(x(c), y(c, unit), 6, 0, 2 * Math.PI);
+      g.fill();
+      g.stroke();
+      // The digits right of their column, the units' numbers (as the note names them) left.
+      const output = column === "output";
+      g.fillStyle = output && unit === digit ? "#1e8449" : "#888";
+      g.font = output ? "12px system-ui, sans-serif" : "9px system-ui, sans-serif";
+      g.textAlign = output ? "left" : "right";
+      g.fillText(String(unit), x(c) + (output ? 10 : -9), y(c, unit) + 4);
+    }
+  });
+  canvas.dataset.edges = String(edges);
+  const note = document.querySelector(`[data-view="${NETWORK}"] .note`);
+  note.textContent = into
+    ? `Strongest into ${digit}: ${into}.`
+    : "Before a drawing: the strongest weights into each unit.";
+  canvas.setAttribute("aria-label", `Connections between ${columns.join(", ")}. ${note.textContent}`);
+}
+
+// A panel the learner can close; a closed one is not asked for.
+function panel(key, title, body) {
+  const details = document.createElement("details");
+  details.className = "layer";
+  details.open = !state.closed.has(key);
+  details.innerHTML = `<summary>${title}</summary>${body}`;
+  details.addEventListener("toggle", () => {
+    if (details.open) state.closed.delete(key);
+    else state.closed.add(key);
+    schedule(true);
+  });
+  return details;
+}
+
 function buildPanels(model) {
-  const panels = $("layers");
-  panels.replaceChildren(
-    ...model.layers.map((name) => {
-      const panel = document.createElement("details");
-      panel.className = "layer";
-      panel.dataset.layer = name;
-      panel.open = !state.closed.has(name);
-      const shape = model.shapes[name].join(" x ");
-      panel.innerHTML = `<summary>${name} <span class="shape">${shape}</span></summary><div class="body"></div>`;
-      panel.addEventListener("toggle", () => {
-        if (panel.open) state.closed.delete(name);
-        else state.closed.add(name);
-        schedule(true);
-      });
-      return panel;
-    }),
-  );
+  const panels = model.layers.map((name) => {
+    const shape = model.shapes[name].join(" x ");
+    const layer = panel(name, `${name} <span class="shape">${shape}</span>`, '<div class="body"></div>');
+    layer.dataset.layer = name;
+    return layer;
+  });
+  if (model.links.length) {
+    const network = panel(
+      NETWORK,
+      'connections <span class="shape">the strongest into each unit</span>',
+      '<canvas class="network" width="600" height="330" role="img"></canvas><p class="note hint"></p>',
+    );
+    network.dataset.view = NETWORK;
+    panels.push(network);
+  }
+  $("layers").replaceChildren(...panels);
+  drawNetwork(null);
 }
 
 // ---- models: every version served, with its layers (GET /v1/models) ---------------------------
@@ -341,23 +441,34 @@ async function loadModels() {
   const preferred = served.find((model) => model.name === "convnet") || served[0];
   if (!preferred) throw new Error("the server serves no model");
   picker.value = `${preferred.name}/${preferred.version}`;
-  choose(picker.value);
+  await choose(picker.value);
 }
 
-function choose(value) {
+async function choose(value) {
   const model = served.find((m) => `${m.name}/${m.version}` === value);
-  state.model = {
+  const chosen = {
     name: model.name,
     version: model.version,
     layers: model.layers.map((layer) => layer.name),
     shapes: Object.fromEntries(model.layers.map((layer) => [layer.name, layer.shape])),
+    links: [],
   };
-  buildPanels(state.model);
+  state.model = chosen;
+  if ((model.connections || []).length) {
+    const query = new URLSearchParams({ version: String(model.version) });
+    const response = await fetch(`/v1/models/${encodeURIComponent(model.name)}/connections?${query}`);
+    if (!response.ok) throw new Error(`connections: ${response.status}`);
+    chosen.links = (await response.json()).connections;
+    if (state.model !== chosen) return; // another model was picked meanwhile
+  }
+  buildPanels(chosen);
   say(`${model.name} v${model.version} (${model.architecture}): draw a digit.`);
   schedule(true);
 }
 
-$("model").addEventListener("change", (event) => choose(event.target.value));
+$("model").addEventListener("change", (event) =>
+  choose(event.target.value).catch((error) => say(`Could not load the model: ${error.message}`)),
+);
 
 clearPad();
 showEmpty();
