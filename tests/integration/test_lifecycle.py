@@ -204,7 +204,10 @@ def test_poll_picks_up_added_changed_broken_and_removed_versions_under_load(stor
         load.settle_on(is_model(2, 3))
         # A broken newer version is refused with its reason; version 2 keeps serving.
         copy_version(store, 3, 3, corrupt=True)
-        wait_for(lambda: ("mlp", "3") in index(server), timeout=20)
+        # Listed as LOADING while it is read and checked, then refused.
+        wait_for(
+            lambda: index(server).get(("mlp", "3"), ("LOADING", ""))[0] != "LOADING", timeout=20
+        )
         state, reason = index(server)[("mlp", "3")]
         assert state == "UNAVAILABLE" and "sha256" in reason
         load.settle_on(is_model(2, 3))

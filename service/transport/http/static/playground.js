@@ -19,6 +19,7 @@ const state = {
   again: false, // the drawing changed while a request was out
   last: 0,
   timer: 0,
+  drawing: 0, // counts clears: an answer about an earlier drawing is not shown
   closed: new Set(), // layer panels the learner closed: not asked for
 };
 
@@ -81,6 +82,9 @@ pad.addEventListener("keydown", (event) => {
 });
 
 function reset() {
+  clearTimeout(state.timer);
+  state.drawing++;
+  state.again = false;
   clearPad();
   showEmpty();
 }
@@ -143,6 +147,7 @@ async function ask() {
   state.inFlight = true;
   state.again = false;
   state.last = performance.now();
+  const drawing = state.drawing;
   try {
     const png = await new Promise((done) => pad.toBlob(done, "image/png"));
     const layers = new Set(["input", ...state.model.layers.filter((n) => !state.closed.has(n))]);
@@ -161,6 +166,7 @@ async function ask() {
       body: png,
     });
     const answer = await response.json();
+    if (drawing !== state.drawing) return; // the pad was cleared meanwhile
     if (!response.ok) {
       say(`The server said: ${answer.error || response.status}`);
       return;
