@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import gpu_report  # noqa: E402
-from benchmarks.server_vs_inprocess import PerfAnalyzerFailed, drive_perf_analyzer  # noqa: E402
+from benchmarks.drivers import PerfAnalyzerFailed, drive_perf_analyzer  # noqa: E402
 from loadtest import perf  # noqa: E402
 from service.store.device import CUDA  # noqa: E402
 from service.store.runtime import choose_device, open_session  # noqa: E402

@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from service._proto import POOL
 from service._proto.digits.v1 import digits_pb2, digits_pb2_grpc
 from service._proto.inference import grpc_service_pb2, grpc_service_pb2_grpc
-from service.domain.batching import BatchingConfig
+from service.domain.batch_types import BatchingConfig
 from service.domain.engine import Engine
 from service.domain.lifecycle import ModelControl
 from service.domain.preprocess import ImageLimits

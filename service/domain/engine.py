@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from service.domain.batching import BatcherStats, BatchingConfig, DynamicBatcher
+from service.domain.batch_types import BatcherStats, BatchingConfig
+from service.domain.batching import DynamicBatcher
 from service.errors import InvalidInput, NotFound, Unavailable
 from service.loop import claim_quiet
 from service.metrics import Metrics

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.domain.batching import BatcherStats, BatchingConfig, DynamicBatcher
+from service.domain.batch_types import BatcherStats, BatchingConfig
+from service.domain.batching import DynamicBatcher
 from service.errors import DeadlineExceeded, InvalidInput, ModelFailed, QueueFull, Unavailable
 from service.names import FloatArray
 

@@ -14,7 +14,8 @@ import pytest
 from onnx import TensorProto
 from onnx import helper as h
 
-from service.domain.batching import BatchingConfig, DynamicBatcher
+from service.domain.batch_types import BatchingConfig
+from service.domain.batching import DynamicBatcher
 from service.domain.inline import CostModel
 from service.loop import claim_quiet, new_event_loop
 from service.store.runtime import OnnxModel

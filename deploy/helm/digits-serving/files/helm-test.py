@@ -1,8 +1,8 @@
 """`helm test`: classify the sample handwritten 7 through digits.v1; fail unless the answer is 7.
 
-Runs in the release's own image (which has the client distribution, digits-client) with DIGITS_TARGET, the
-model to ask in DIGITS_TEST_MODEL, the sample image at DIGITS_TEST_IMAGE and, when token auth
-is on, the server's token file at DIGITS_TOKEN_FILE (the first token is used).
+Runs in the release's own image (which has the client distribution, digits-client) with
+DIGITS_TARGET, the model to ask in DIGITS_TEST_MODEL, the sample image at DIGITS_TEST_IMAGE and,
+when token auth is on, the server's token file at DIGITS_TOKEN_FILE (the first token is used).
 """
 
 import os
