@@ -5,7 +5,9 @@ Requests are built once, before any phase starts, so building them costs no meas
 
 from __future__ import annotations
 
+import gzip
 import io
+import os
 from itertools import cycle
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
@@ -20,26 +22,42 @@ Api: TypeAlias = Literal["v2", "digits"]
 APIS: tuple[Api, ...] = ("v2", "digits")
 # Distinct requests per (model, API); they are sent round-robin.
 POOL = 64
+MNIST_TEST_IMAGES = "t10k-images-idx3-ubyte.gz"
 
 
 def load_images(data_dir: Path | None, count: int) -> tuple[npt.NDArray[np.uint8], str]:
     """MNIST test images [N,28,28], or seeded noise strokes when MNIST is not at hand.
 
-    Returns the images and where they came from, for the report.
+    Returns the images and where they came from, for the report. The file is read here, not
+    through `training.data`: the load test is a client tool and imports nothing of training or
+    the server (nor verifies checksums: these images are only load).
     """
+    where = data_dir or default_data_dir()
     try:
-        # Optional: the load test also runs where only the client and the repository's tools
-        # are, without training's dependencies.
-        from training.data import default_data_dir, load_split  # noqa: PLC0415
-
-        where = data_dir or default_data_dir("mnist")
-        images = load_split(where, "test", verify=False).images[:count]
-        return np.ascontiguousarray(images), f"MNIST test images from {where}"
-    except (ImportError, OSError, ValueError) as exc:
+        return _idx_images(where / MNIST_TEST_IMAGES, count), f"MNIST test images from {where}"
+    except (OSError, EOFError, ValueError) as exc:
         rng = np.random.default_rng(0)
         noise = np.zeros((count, 28, 28), np.uint8)
         noise[:, 6:22, 10:18] = rng.integers(128, 256, (count, 16, 8), dtype=np.uint8)
         return noise, f"synthetic images (MNIST unavailable: {exc})"
+
+
+def default_data_dir() -> Path:
+    """As training's: `DIGITS_DATA_DIR` if set, else `../shared/datasets/mnist`."""
+    env = os.environ.get("DIGITS_DATA_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared/datasets/mnist"
+
+
+def _idx_images(path: Path, count: int) -> npt.NDArray[np.uint8]:
+    """The first `count` images of a gzipped IDX file of 28x28 unsigned bytes."""
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    if raw[:4] != b"\x00\x00\x08\x03" or raw[8:16] != (28).to_bytes(4, "big") * 2:
+        raise ValueError(f"{path}: not an IDX file of 28x28 images")
+    images = np.frombuffer(raw, np.uint8, offset=16)
+    if images.size % (28 * 28):
+        raise ValueError(f"{path}: truncated")
+    return np.ascontiguousarray(images.reshape(-1, 28, 28)[:count])
 
 
 def png_bytes(image: npt.NDArray[np.uint8]) -> bytes:

@@ -89,7 +89,7 @@ BELOW_TRANSPORT = (
         (("service.store",), ("service.domain", "service.app")),
         (("service.transport",), ("onnxruntime", "service.app")),
         (("service",), ("training", "digits_client", "loadtest", "torch")),
-        (("loadtest",), ("service", "onnxruntime", "torch")),
+        (("loadtest",), ("service", "training", "onnxruntime", "torch")),
         (("digits_client",), ("service", "training", "loadtest", "onnxruntime", "torch")),
     ],
 )
