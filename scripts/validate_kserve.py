@@ -68,11 +68,11 @@ def strict(schema: Any) -> Any:
 
 
 def prune(schema: Any, value: Any) -> Any:
-    """`schema` cut down to what `value` (a manifest, or several merged) uses, without KServe's
-    descriptions: structure only."""
+    """`schema` cut down to what `value` (a manifest, or several merged) uses: every field name
+    along its paths (so an unknown one is still refused) and the whole schema of each field it
+    sets. (KServe's full CRDs carry no descriptions, so none needs stripping.)"""
     if not isinstance(schema, dict):
         return schema
-    schema = {key: item for key, item in schema.items() if key != "description"}
     if isinstance(value, dict) and "properties" in schema:
         out = {key: item for key, item in schema.items() if key != "properties"}
         out["properties"] = {
@@ -85,14 +85,6 @@ def prune(schema: Any, value: Any) -> Any:
         for element in value:
             merged = merge(merged, element)
         return {**schema, "items": prune(schema["items"], merged if value else None)}
-    return _undescribed(schema)
-
-
-def _undescribed(schema: Any) -> Any:
-    if isinstance(schema, dict):
-        return {k: _undescribed(v) for k, v in schema.items() if k != "description"}
-    if isinstance(schema, list):
-        return [_undescribed(item) for item in schema]
     return schema
 
 

@@ -253,16 +253,7 @@ function floats(base64) {
 
 // Grey levels for `values` (h x w), scaled so the layer's own range fills black to white.
 function paint(canvas, values, h, w, low = null, high = null) {
-  let lo = low;
-  let hi = high;
-  if (lo === null) {
-    lo = Infinity;
-    hi = -Infinity;
-    for (const v of values) {
-      lo = Math.min(lo, v);
-      hi = Math.max(hi, v);
-    }
-  }
+  const [lo, hi] = low === null ? range(values) : [low, high];
   const span = hi - lo || 1;
   const image = new ImageData(w, h);
   for (let i = 0; i < h * w; i++) {
