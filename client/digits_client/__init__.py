@@ -1,5 +1,7 @@
 """digits-client: the digits.v1 clients (sync and asyncio) and the `digits` command.
 
+For example:
+
     from digits_client import DigitsClient
 
     with DigitsClient("localhost:8001") as client:
