@@ -70,8 +70,10 @@ def test_server_vs_inprocess_with_the_straight_line_peer_reports_ours_over_peer(
             )
 
 
-def infer(target: str, model: str, images: np.ndarray, outputs: list[str]) -> v2.ModelInferResponse:
-    request = v2.ModelInferRequest(model_name=model)
+def infer(
+    target: str, model: str, images: np.ndarray, outputs: list[str], version: str = ""
+) -> v2.ModelInferResponse:
+    request = v2.ModelInferRequest(model_name=model, model_version=version)
     request.inputs.add(name="image", datatype="FP32", shape=list(images.shape))
     request.raw_input_contents.append(images.astype(np.float32).tobytes())
     for name in outputs:
@@ -123,18 +125,15 @@ def test_straight_line_peer_refuses_an_unknown_model_and_a_wrong_shape(
 
 
 @pytest.mark.skipif(not peers.TRITON_PYTHON.exists(), reason="no .venv-triton (make triton-peer)")
-@pytest.mark.xfail(
-    reason="bound to mlp v3, the Triton peer answered with v2's probabilities (2026-12-02); "
-    "not understood yet, so Triton is measured with --version 2",
-    strict=False,
-)
 def test_triton_peer_answers_what_the_server_answers(server: ServerProcess) -> None:
     images = np.random.default_rng(4).random((2, 1, 28, 28), dtype=np.float32)
     names = ["probabilities", "not_digit"]
-    ours = tensors(infer(server.address, "mlp", images, names))
-    with peers.peer("triton", "mlp", 2) as triton:
-        theirs = tensors(infer(triton.target, "mlp", images, names))
-    assert sorted(theirs) == sorted(names)
-    np.testing.assert_allclose(theirs["probabilities"], ours["probabilities"], rtol=1e-5)
-    # Triton declares a per-image scalar as dims [1]: [N,1] where ours answers [N].
-    np.testing.assert_allclose(theirs["not_digit"].reshape(-1), ours["not_digit"], rtol=1e-5)
+    # Each names the version: the test once compared our newest (3) with Triton bound to 2.
+    for version in (2, 3):
+        ours = tensors(infer(server.address, "mlp", images, names, str(version)))
+        with peers.peer("triton", "mlp", version) as triton:
+            theirs = tensors(infer(triton.target, "mlp", images, names, str(version)))
+        assert sorted(theirs) == sorted(names)
+        np.testing.assert_allclose(theirs["probabilities"], ours["probabilities"], rtol=1e-5)
+        # Triton declares a per-image scalar as dims [1]: [N,1] where ours answers [N].
+        np.testing.assert_allclose(theirs["not_digit"].reshape(-1), ours["not_digit"], rtol=1e-5)
