@@ -128,7 +128,7 @@ def test_straight_line_peer_refuses_an_unknown_model_and_a_wrong_shape(
 def test_triton_peer_answers_what_the_server_answers(server: ServerProcess) -> None:
     images = np.random.default_rng(4).random((2, 1, 28, 28), dtype=np.float32)
     names = ["probabilities", "not_digit"]
-    # Each names the version: the test once compared our newest (3) with Triton bound to 2.
+    # The version named on both sides: unnamed, ours answers its newest whatever Triton serves.
     for version in (2, 3):
         ours = tensors(infer(server.address, "mlp", images, names, str(version)))
         with peers.peer("triton", "mlp", version) as triton:

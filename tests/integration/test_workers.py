@@ -107,11 +107,12 @@ def test_connections_spread_over_the_workers_and_every_answer_is_right(
 def test_sigterm_drains_every_worker_and_the_parent_exits_zero() -> None:
     # The convnet: 24,000 of the mlp's one-image batches took about a second on two workers, so
     # on a loaded machine the first requests were answered before the last had arrived.
-    server = ServerProcess("--workers", "2", "--models", "convnet", *SLOW_DRAIN)
+    model = "convnet"
+    server = ServerProcess("--workers", "2", "--models", model, *SLOW_DRAIN)
     try:
         pids = worker_pids(server)
         images = reference.test_images(1000)
-        expected = reference.run("convnet", images, ["probabilities"])["probabilities"]
+        expected = reference.run(model, images, ["probabilities"])["probabilities"]
 
         async def scenario() -> tuple[list[object], float]:
             channels = [
@@ -119,12 +120,12 @@ def test_sigterm_drains_every_worker_and_the_parent_exits_zero() -> None:
             ]
             stubs = [v2_grpc.GRPCInferenceServiceStub(c) for c in channels]
             calls = [
-                asyncio.ensure_future(s.ModelInfer(request_of(images, "convnet"), timeout=120))
+                asyncio.ensure_future(s.ModelInfer(request_of(images, model), timeout=120))
                 for s in stubs
                 for _ in range(3)
             ]
             # /metrics sums the workers' in-flight gauges.
-            accepted = await sigterm_when_in_flight(server, "convnet", 16, at_least=8)
+            accepted = await sigterm_when_in_flight(server, model, 16, at_least=8)
             try:
                 return await asyncio.gather(*calls, return_exceptions=True), accepted
             finally:
