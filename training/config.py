@@ -49,6 +49,9 @@ class TrainConfig:
     distill_temperature: float = 4.0
     # Start from these weights (a checkpoint written by an earlier run) instead of at random.
     init_from: str | None = None
+    # Polyak averaging: validation, the checkpoint and the export use an exponential moving
+    # average of the weights (and batch-norm statistics) with this decay per step; 0 turns it off.
+    ema_decay: float = 0.999
 
     def with_overrides(self, **overrides: Any) -> TrainConfig:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
@@ -80,6 +83,8 @@ DEFAULTS: dict[str, TrainConfig] = {
         outlier_weight=0.05,
         style_fraction=0.05,
         teacher="convnet",
-        distill_weight=0.5,
+        # Distilling from convnet v2 (weight 0.5, temperature 4) gave 95.75%; without, 96.44%:
+        # `--distill-weight 0.5` turns it back on.
+        distill_weight=0.0,
     ),
 }

@@ -1,7 +1,9 @@
-"""One training loop: seeded split, augmentation, OneCycle AdamW, best checkpoint by validation."""
+"""One training loop: seeded split, augmentation, OneCycle AdamW, a moving average of the
+weights, best checkpoint by validation."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -86,6 +88,28 @@ def augment(x: torch.Tensor, gen: torch.Generator, jitter: Jitter) -> torch.Tens
     return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
 
 
+class MovingAverage:
+    """An exponential moving average of a model's weights and batch-norm statistics (Polyak
+    averaging). The decay warms up as min(decay, (1 + t) / (10 + t)) at step t, so that a short
+    run averages over its own steps instead of keeping its random start."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.module = copy.deepcopy(model).eval()
+        self.decay, self.steps = decay, 0
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.steps += 1
+        keep = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        for mine, theirs in zip(
+            self.module.state_dict().values(), model.state_dict().values(), strict=True
+        ):
+            if mine.is_floating_point():
+                mine.lerp_(theirs, 1 - keep)
+            else:  # batch norm's step counter
+                mine.copy_(theirs)
+
+
 @torch.no_grad()
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
     model.eval()
@@ -144,7 +168,10 @@ def train(
         optimizer, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch
     )
 
-    best_acc, best_epoch, best_state = -1.0, 0, model.state_dict()
+    # The average is what gets validated and kept; the raw weights only train.
+    average = MovingAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    kept = average.module if average is not None else model
+    best_acc, best_epoch, best_state = -1.0, 0, kept.state_dict()
     history: list[dict[str, float]] = []
     started = time.monotonic()
     for epoch in range(1, cfg.epochs + 1):
@@ -189,10 +216,12 @@ def train(
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             scheduler.step()
+            if average is not None:
+                average.update(model)
             total_loss += loss.item() * len(idx)
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{loss.item():.4f}")
-        val_acc = accuracy(model, x_val, y_val)
+        val_acc = accuracy(kept, x_val, y_val)
         seconds = time.monotonic() - epoch_start
         record = {
             "epoch": epoch,
@@ -204,7 +233,7 @@ def train(
         improved = val_acc > best_acc
         if improved:
             best_acc, best_epoch = val_acc, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_state = {k: v.detach().clone() for k, v in kept.state_dict().items()}
         log.info(
             "%s epoch %d/%d  loss %.4f  val_acc %.4f%s  %.1fs",
             cfg.model,

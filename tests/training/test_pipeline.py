@@ -15,7 +15,7 @@ from training import data, score
 from training.__main__ import main as train_main
 from training.export import export_onnx
 from training.models import MLP, ConvNet, Exported, count_parameters
-from training.train import to_tensor
+from training.train import MovingAverage, to_tensor
 
 CONTRACT_OUTPUTS = ["probabilities", "logits", "not_digit"]
 
@@ -48,9 +48,31 @@ def test_convnet_layer_shapes_follow_28_24_20_16_12_8_4() -> None:
     assert acts["logits"].shape == (3, 10)
 
 
+def test_the_moving_average_warms_up_then_trails_the_weights() -> None:
+    model = ConvNet()
+    average = MovingAverage(model, decay=0.999)
+    start = model.fc2.weight.detach().clone()
+    with torch.no_grad():
+        model.fc2.weight.add_(1.0)
+        model(torch.rand(4, 1, 28, 28))  # a training-mode step moves batch norm's statistics
+    average.update(model)  # the first step keeps 2/11 of the start
+    moved = average.module.fc2.weight - start
+    assert torch.allclose(moved, torch.full_like(moved, 9 / 11))
+    for _ in range(10_000):
+        average.update(model)
+    assert torch.allclose(average.module.fc2.weight, model.fc2.weight, atol=1e-3)
+    bn_mine, bn_theirs = (
+        next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+        for net in (average.module, model)
+    )
+    assert torch.allclose(bn_mine.running_mean, bn_theirs.running_mean, atol=1e-3)
+    assert int(bn_mine.num_batches_tracked) == int(bn_theirs.num_batches_tracked) == 1
+
+
 @pytest.fixture(scope="module")
 def smoke_store(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Path:
-    """Both models trained for three short epochs on 1,500 images and exported."""
+    """Both models trained for three short epochs on 1,500 images and exported, the mlp
+    distilling from the convnet (off by default)."""
     out = tmp_path_factory.mktemp("store")
     argv = [
         "--model",
@@ -67,6 +89,8 @@ def smoke_store(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path) -> Pa
         str(out / "checkpoints"),
         "--ood-per-kind",
         "100",
+        "--distill-weight",
+        "0.5",
     ]
     assert train_main(argv) == 0
     return out
