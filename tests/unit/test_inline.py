@@ -4,6 +4,7 @@ graph that is cheap for ordinary rows and runs for most of a second for a marked
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -213,3 +214,28 @@ def test_a_lone_request_on_a_quiet_loop_runs_inline_and_a_crowd_does_not() -> No
 
     asyncio.run(plain())
     assert model.inline_calls == 0
+
+
+@pytest.mark.parametrize(
+    ("pooled", "single", "keeps_pool"), [(1e-4, 1e-4, False), (5e-4, 1e-3, True)]
+)
+def test_warm_up_keeps_the_pool_only_when_it_runs_an_image_clearly_faster(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    model_store: Path,
+    pooled: float,
+    single: float,
+    keeps_pool: bool,
+) -> None:
+    """A real graph and its two CPU sessions; the timings are given, the choice is the code's."""
+    runtime = OnnxModel(model_store / "mlp" / "3" / "model.onnx", device="cpu", inline=True)
+    pool, one = runtime.session, runtime.inline_session
+    assert pool is not one
+    monkeypatch.setattr(runtime, "_least_seconds", lambda *sessions, rows: [pooled, single])
+    with caplog.at_level(logging.INFO, logger="service.store.runtime"):
+        runtime.warm_up()
+    assert runtime.session is (pool if keeps_pool else one)
+    assert runtime.inline_session is one
+    assert ("one onnxruntime thread" in caplog.text) is not keeps_pool
+    answer = runtime.run(np.zeros((2, 1, 28, 28), np.float32), frozenset({"probabilities"}))
+    assert answer["probabilities"].shape == (2, 10)
