@@ -13,7 +13,9 @@ Starts a server on free ports (or uses --target), then measures in the same run:
   - with --peers, the same client against other servers of the same model file, each right
     after ours at each concurrency: straight-line (benchmarks/straight_line.py, onnxruntime
     called in the handler) and triton (benchmarks/triton_peer.py; `make triton-peer` first).
-The load generator shares the machine with the server, as a client on the same host would.
+The load generator shares the machine with the server, as a client on the same host would. Each
+server's CPU per request (its processes' CPU time over a run, `benchmarks.cpu`) is reported
+beside its throughput: on a shared machine it varies far less.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import peers  # noqa: E402
 from benchmarks.closed_loop import closed_loop  # noqa: E402
+from benchmarks.cpu import with_cpu  # noqa: E402
 from benchmarks.drivers import (  # noqa: E402
     PerfAnalyzerFailed,
     drive_perf_analyzer,
@@ -41,12 +44,25 @@ from benchmarks.drivers import (  # noqa: E402
 from tests.integration.server import ServerProcess  # noqa: E402
 
 
-def drive_client(args: argparse.Namespace, target: str, concurrency: int) -> dict[str, Any]:
+def drive_client(
+    args: argparse.Namespace, target: str, concurrency: int, pid: int | None = None
+) -> dict[str, Any]:
+    """One run of the load generator; with the server's `pid`, its CPU per request too."""
     if args.client == "perf_analyzer":
-        return drive_perf_analyzer(target, args.model, args.version, concurrency, args.seconds)
+        return with_cpu(
+            pid,
+            lambda: drive_perf_analyzer(
+                target, args.model, args.version, concurrency, args.seconds
+            ),
+        )
     # Named, so our server answers with the version the peers and in-process run serve.
     request = single_image_request(args.model, args.version)
-    return asyncio.run(closed_loop(target, request, concurrency, args.seconds, args.connections))
+    return with_cpu(
+        pid,
+        lambda: asyncio.run(
+            closed_loop(target, request, concurrency, args.seconds, args.connections)
+        ),
+    )
 
 
 def measure(
@@ -56,15 +72,18 @@ def measure(
     bare: str | None,
     others: dict[str, str],
     http_target: str = "",
+    pids: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """One repetition: the ceiling before; at each concurrency the server, then the server over
     each protocol of `--over`, the bare floor and each peer in `others` (name → target); the
     ceiling after. Each run's ratio is to the mean of this repetition's two ceilings, and each
-    protocol's and peer's to the server's run just before."""
+    protocol's and peer's to the server's run just before. `pids` (target → process) adds the
+    CPU each server used per request."""
+    pids = pids or {}
     before = in_process(model_path, args.seconds)
     runs: list[dict[str, Any]] = []
     for concurrency in args.concurrency:
-        run = drive_client(args, target, concurrency)
+        run = drive_client(args, target, concurrency, pids.get(target))
         run["over"] = {}
         for protocol in args.over:
             where = http_target if protocol == "http" else target
@@ -75,7 +94,9 @@ def measure(
             run["over"][protocol] = measured
         if bare:
             run["bare"] = drive_client(args, bare, concurrency)
-        run["peers"] = {name: drive_client(args, t, concurrency) for name, t in others.items()}
+        run["peers"] = {
+            name: drive_client(args, t, concurrency, pids.get(t)) for name, t in others.items()
+        }
         for measured in run["peers"].values():
             measured["ours_over_peer"] = run["requests_per_s"] / measured["requests_per_s"]
         runs.append(run)
@@ -99,10 +120,13 @@ def summary(values: list[float], fmt: str) -> str:
 def print_peers(
     concurrencies: list[int], names: list[str], repetitions: list[dict[str, Any]]
 ) -> None:
-    print("peers, same client, each right after ours; ours ÷ peer is of requests/s:")
+    print(
+        "peers, same client, each right after ours; ours ÷ peer is of requests/s; "
+        "CPU: the server's CPU ms per request, ours / peer's:"
+    )
     print(
         f"{'concurrency':>11} {'peer':<13} {'ours req/s':>18} {'p50/p99 ms':>12} "
-        f"{'peer req/s':>18} {'p50/p99 ms':>12} {'ours ÷ peer':>18}"
+        f"{'peer req/s':>18} {'p50/p99 ms':>12} {'ours ÷ peer':>18} {'CPU ms':>11}"
     )
     for i, concurrency in enumerate(concurrencies):
         runs = [r["runs"][i] for r in repetitions]
@@ -113,8 +137,15 @@ def print_peers(
                 f"{summary([r['requests_per_s'] for r in runs], '.0f'):>18} {latency(runs):>12} "
                 f"{summary([m['requests_per_s'] for m in measured], '.0f'):>18} "
                 f"{latency(measured):>12} "
-                f"{summary([m['ours_over_peer'] for m in measured], '.2f'):>18}"
+                f"{summary([m['ours_over_peer'] for m in measured], '.2f'):>18} "
+                f"{cpu_ms(runs)}/{cpu_ms(measured)}"
             )
+
+
+def cpu_ms(runs: list[dict[str, Any]]) -> str:
+    """Median server CPU ms per request, or "-" where it was not measured (--target)."""
+    measured = [r["server_cpu_ms"] for r in runs if "server_cpu_ms" in r]
+    return f"{statistics.median(measured):.2f}" if measured else "-"
 
 
 def latency(runs: list[dict[str, Any]]) -> str:
@@ -191,6 +222,9 @@ def main() -> int:
         for peer in started:
             print(f"{peer.name} serving on port {peer.port}, started in {peer.start_s:.1f} s")
         others = {peer.name: peer.target for peer in started}
+        pids = {peer.target: peer.process.pid for peer in started}
+        if server:
+            pids[target] = server.process.pid
         try:
             repetitions = [
                 measure(
@@ -200,6 +234,7 @@ def main() -> int:
                     bare.target if bare else None,
                     others,
                     f"127.0.0.1:{server.http_port}" if server else "",
+                    pids,
                 )
                 for _ in range(args.repeat)
             ]
@@ -221,7 +256,7 @@ def main() -> int:
     )
     print(
         f"{'concurrency':>11} {'req/s':>18} {'vs batch32':>20} {'p50 ms':>8} "
-        f"{'p50 - in-process':>16} {'p99 ms':>8} {'errors':>6}"
+        f"{'p50 - in-process':>16} {'p99 ms':>8} {'errors':>6} {'CPU ms/req':>10}"
     )
     for i, concurrency in enumerate(args.concurrency):
         runs = [r["runs"][i] for r in repetitions]
@@ -231,7 +266,7 @@ def main() -> int:
             f"{statistics.median(r['p50_ms'] for r in runs):>8.3f} "
             f"{statistics.median(r['p50_over_in_process_ms'] for r in runs):>16.3f} "
             f"{statistics.median(r['p99_ms'] for r in runs):>8.3f} "
-            f"{sum(sum(r['errors'].values()) for r in runs):>6}"
+            f"{sum(sum(r['errors'].values()) for r in runs):>6} {cpu_ms(runs):>10}"
         )
     if args.floor:
         print("bare gRPC server (answers from a cache), same client; server p50 - bare p50:")

@@ -34,8 +34,14 @@ class LocalServer:
     """
 
     def __init__(
-        self, model_store: Path, args: Sequence[str] = (), start_timeout: float = 120
+        self,
+        model_store: Path,
+        args: Sequence[str] = (),
+        start_timeout: float = 120,
+        checkout: Path | None = None,
     ) -> None:
+        """`checkout`: run the `service` package of that directory (another commit's worktree,
+        for an A/B run) instead of the installed one."""
         command = [
             sys.executable,
             "-m",
@@ -59,6 +65,7 @@ class LocalServer:
             text=True,
             start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            cwd=checkout,
         )
         self.lines: list[str] = []
         self.grpc_port = self.http_port = self.metrics_port = 0

@@ -24,8 +24,14 @@ class ServerProcess(LocalServer):
     """`python -m service --grpc-port 0 --http-port 0 --metrics-port 0 ARGS...` on the committed
     model store (or `store`)."""
 
-    def __init__(self, *args: str, timeout: float = 60, store: Path = ROOT / "model_store") -> None:
-        super().__init__(store, args, start_timeout=timeout)
+    def __init__(
+        self,
+        *args: str,
+        timeout: float = 60,
+        store: Path = ROOT / "model_store",
+        checkout: Path | None = None,
+    ) -> None:
+        super().__init__(store, args, start_timeout=timeout, checkout=checkout)
 
     @property
     def address(self) -> str:

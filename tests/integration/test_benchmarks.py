@@ -4,8 +4,10 @@ and the peers they measure ours against answer what ours answers."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import grpc
 import numpy as np
 import pytest
 
-from benchmarks import peers
+from benchmarks import cpu, peers
 from service._proto.inference import grpc_service_pb2 as v2
 from service._proto.inference import grpc_service_pb2_grpc as v2_grpc
 from tests.integration import reference
@@ -55,7 +57,7 @@ def test_server_vs_inprocess_with_the_straight_line_peer_reports_ours_over_peer(
     report = tmp_path / "bench.json"
     done = run_benchmark("--peers", "straight-line", "--repeat", "2", "--json", str(report))
     assert done.returncode == 0, done.stdout + done.stderr
-    header, *rows = done.stdout.split("ours ÷ peer is of requests/s:\n")[1].splitlines()
+    header, *rows = done.stdout.split("ours / peer's:\n")[1].splitlines()
     assert header.split()[:2] == ["concurrency", "peer"]
     assert [row.split()[:2] for row in rows] == [["1", "straight-line"], ["4", "straight-line"]]
     written = json.loads(report.read_text())
@@ -68,6 +70,49 @@ def test_server_vs_inprocess_with_the_straight_line_peer_reports_ours_over_peer(
             assert measured["ours_over_peer"] == pytest.approx(
                 run["requests_per_s"] / measured["requests_per_s"]
             )
+            # Both servers answered every request with some CPU, and not with more cores than
+            # this machine has.
+            for server in (run, measured):
+                assert 0 < server["server_cores"] <= (os.cpu_count() or 1) + 0.5
+                assert server["server_cpu_ms"] == pytest.approx(
+                    server["server_cores"] / server["requests_per_s"] * 1e3
+                )
+
+
+def test_ab_measures_each_server_in_turns_with_its_cpu_per_request() -> None:
+    """Ours with its defaults, ours from a checkout (this one) and a peer, two rounds."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "ab.py"), "--model", "mlp",
+         "--concurrency", "1", "--rounds", "2", "--seconds", "0.5",
+         "--server=", f"--server=@{ROOT} --max-inline-cost-us 0", "--server", "straight-line"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line.split() for line in done.stdout.splitlines()[2:]]
+    assert [row[1] for row in rows] == ["(defaults)", f"@{ROOT}", "straight-line"]
+    for row in rows:
+        cpu_ms = float(row[-4])  # median CPU ms per request, then its range and the ratio
+        assert 0 < cpu_ms < 100
+    assert rows[0][-2] == "1.00"  # the first server's ratio to itself
+
+
+def test_tree_cpu_seconds_counts_the_descendants_of_a_process() -> None:
+    """Triton's work is done two processes below the one the benchmark starts."""
+    burn = "import time; end = time.process_time() + 0.5\nwhile time.process_time() < end: pass"
+    spawn = (
+        "import subprocess, sys, time\n"
+        f"subprocess.Popen([sys.executable, '-c', {burn!r}])\n"
+        "time.sleep(30)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", spawn])
+    try:
+        deadline = time.monotonic() + 20
+        while cpu.tree_cpu_seconds(parent.pid) < 0.4:  # the parent alone burns ~0.05 s
+            assert time.monotonic() < deadline, "the child's CPU was never counted"
+            time.sleep(0.05)
+    finally:
+        parent.kill()
+        parent.wait()
 
 
 def infer(
