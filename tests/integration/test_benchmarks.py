@@ -96,6 +96,21 @@ def test_ab_measures_each_server_in_turns_with_its_cpu_per_request() -> None:
     assert rows[0][-2] == "1.00"  # the first server's ratio to itself
 
 
+def test_handler_cost_reports_both_handlers_per_call() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "handler_cost.py"), "--model", "mlp",
+         "--concurrency", "1", "4", "--calls", "200", "--rounds", "2"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line.split() for line in done.stdout.splitlines()[2:]]
+    assert [row[0] for row in rows] == ["1", "4"]
+    for row in rows:
+        ours, theirs, gap = (float(row[i]) for i in (1, 3, 5))  # medians, each with its range
+        assert ours > 0 and theirs > 0
+        assert abs(gap) < ours + theirs
+
+
 def test_tree_cpu_seconds_counts_the_descendants_of_a_process() -> None:
     """Triton's work is done two processes below the one the benchmark starts."""
     burn = "import time; end = time.process_time() + 0.5\nwhile time.process_time() < end: pass"
