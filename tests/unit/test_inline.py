@@ -216,6 +216,30 @@ def test_a_lone_request_on_a_quiet_loop_runs_inline_and_a_crowd_does_not() -> No
     assert model.inline_calls == 0
 
 
+def test_a_lone_request_on_an_idle_batcher_is_answered_within_its_own_call() -> None:
+    """No turn of the loop between the call and its answer: the batch starts in `submit`."""
+    model = CostlyModel(0.0)
+    config = BatchingConfig(max_inline_cost=0.0001, max_lone_inline_cost=0.01)
+    batcher = DynamicBatcher(model, config, name="lone", inline=model, alone=lambda: True)
+    row = np.ones((1, 1, 28, 28), np.float32)
+    sums = frozenset({"sums"})
+
+    async def main() -> np.ndarray:
+        batcher.start()
+        try:
+            await batcher.submit(row, sums)  # the first runs on the thread and teaches the cost
+            call = batcher.submit(row, sums)
+            with pytest.raises(StopIteration) as answered:  # it returned at its first step
+                call.send(None)
+            result: np.ndarray = answered.value.value["sums"]
+            return result
+        finally:
+            await batcher.stop(grace=5)
+
+    assert asyncio.run(main()).tolist() == [784.0]
+    assert model.inline_calls == 1
+
+
 @pytest.mark.parametrize(
     ("pooled", "single", "keeps_pool"), [(1e-4, 1e-4, False), (5e-4, 1e-3, True)]
 )
