@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.drivers import single_image_request  # noqa: E402
 from benchmarks.straight_line import StraightLine  # noqa: E402
-from service.domain.batch_types import BatchingConfig  # noqa: E402
+from service.app import batching_config, runtime_options  # noqa: E402
 from service.domain.engine import Engine  # noqa: E402
 from service.loop import new_event_loop  # noqa: E402
 from service.metrics import Metrics  # noqa: E402
@@ -55,24 +55,9 @@ class Context:
 
 def ours(model: str, version: int, request: Any) -> tuple[Call, Engine]:
     settings = Settings()  # type: ignore[call-arg]  # defaults, and any DIGITS_* variables
-    registry = load_registry(
-        ROOT / "model_store",
-        only=[model],
-        warmup=True,
-        device="cpu",
-        device_id=0,
-        intra_op_threads=settings.intra_op_threads,
-        inter_op_threads=settings.inter_op_threads,
-        spin_wait=settings.spin_wait,
-        inline=max(settings.max_inline_cost_us, settings.max_lone_inline_cost_us) > 0,
-    )
-    batching = BatchingConfig(
-        max_batch_size=settings.max_batch_size,
-        max_queue_delay=settings.max_queue_delay_us / 1e6,
-        max_queue_size=settings.max_queue_size,
-        max_inline_cost=settings.max_inline_cost_us / 1e6,
-        max_lone_inline_cost=settings.max_lone_inline_cost_us / 1e6,
-    )
+    options = {**runtime_options(settings), "device": "cpu"}
+    registry = load_registry(ROOT / "model_store", only=[model], **options)
+    batching = batching_config(settings)
     metrics = Metrics()
     engine = Engine(registry, batching, metrics, settings.max_images_per_request)
     servicer = InferenceServicer(engine, control=None)  # type: ignore[arg-type]  # no loading

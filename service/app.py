@@ -51,6 +51,29 @@ SERVICES = (
 POOL.AddSerializedFile(health_pb2.DESCRIPTOR.serialized_pb)
 
 
+def runtime_options(settings: Settings) -> dict[str, Any]:
+    """How each model version's onnxruntime sessions are made (`load_registry`'s options)."""
+    return {
+        "warmup": settings.warmup,
+        "device": settings.device,
+        "device_id": settings.device_id,
+        "intra_op_threads": settings.intra_op_threads,
+        "inter_op_threads": settings.inter_op_threads,
+        "spin_wait": settings.spin_wait,
+        "inline": max(settings.max_inline_cost_us, settings.max_lone_inline_cost_us) > 0,
+    }
+
+
+def batching_config(settings: Settings) -> BatchingConfig:
+    return BatchingConfig(
+        max_batch_size=settings.max_batch_size,
+        max_queue_delay=settings.max_queue_delay_us / 1e6,
+        max_queue_size=settings.max_queue_size,
+        max_inline_cost=settings.max_inline_cost_us / 1e6,
+        max_lone_inline_cost=settings.max_lone_inline_cost_us / 1e6,
+    )
+
+
 @dataclass
 class App:
     settings: Settings
@@ -77,15 +100,7 @@ class App:
             tokens = settings.bearer_tokens()
         except (OSError, ValueError) as exc:
             raise RuntimeError(f"token auth: {exc}") from exc
-        load_options: dict[str, Any] = {
-            "warmup": settings.warmup,
-            "device": settings.device,
-            "device_id": settings.device_id,
-            "intra_op_threads": settings.intra_op_threads,
-            "inter_op_threads": settings.inter_op_threads,
-            "spin_wait": settings.spin_wait,
-            "inline": max(settings.max_inline_cost_us, settings.max_lone_inline_cost_us) > 0,
-        }
+        load_options = runtime_options(settings)
         explicit = settings.model_control_mode == "explicit"
         at_start = _models_at_start(settings)
         registry = Registry()
@@ -103,13 +118,7 @@ class App:
                 settings.max_queue_delay_us,
             )
         metrics = Metrics()
-        batching = BatchingConfig(
-            max_batch_size=settings.max_batch_size,
-            max_queue_delay=settings.max_queue_delay_us / 1e6,
-            max_queue_size=settings.max_queue_size,
-            max_inline_cost=settings.max_inline_cost_us / 1e6,
-            max_lone_inline_cost=settings.max_lone_inline_cost_us / 1e6,
-        )
+        batching = batching_config(settings)
         engine = Engine(registry, batching, metrics, settings.max_images_per_request)
         engine.ready_when_empty = explicit  # it serves what it is asked to load
         control = ModelControl(
