@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import peers  # noqa: E402
 from benchmarks.cpu import with_cpu  # noqa: E402
-from benchmarks.drivers import PerfAnalyzerFailed, drive_perf_analyzer  # noqa: E402
+from benchmarks.drivers import PerfAnalyzerFailed, drive_perf_analyzer, summary  # noqa: E402
 from tests.integration.server import ServerProcess  # noqa: E402
 
 
@@ -112,17 +112,12 @@ def main() -> int:
             p99 = statistics.median(r["p99_ms"] for r in runs)
             print(
                 f"{concurrency:>3} {spec or '(defaults)':<34} "
-                f"{spread([r['requests_per_s'] for r in runs], '.0f'):>16} "
+                f"{summary([r['requests_per_s'] for r in runs], '.0f'):>16} "
                 f"{f'{p50:.2f}/{p99:.1f}':>12} "
-                f"{spread([r['server_cpu_ms'] for r in runs], '.2f'):>16} "
-                f"{spread(ratios, '.2f'):>17}"
+                f"{summary([r['server_cpu_ms'] for r in runs], '.2f'):>16} "
+                f"{summary(ratios, '.2f'):>17}"
             )
     return 0
-
-
-def spread(values: list[float], fmt: str) -> str:
-    median = format(statistics.median(values), fmt)
-    return f"{median} [{format(min(values), fmt)}-{format(max(values), fmt)}]"
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ The Python client, grpc.aio in a closed loop, is `benchmarks.closed_loop`."""
 from __future__ import annotations
 
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -44,6 +45,14 @@ def in_process(model_path: Path, seconds: float) -> dict[str, float]:
         "single_per_s": len(latencies) / seconds,
         "batch32_images_per_s": images / (time.monotonic() - started),
     }
+
+
+def summary(values: list[float], fmt: str) -> str:
+    """Median, with the range when there was more than one repetition."""
+    median = format(statistics.median(values), fmt)
+    if len(values) == 1:
+        return median
+    return f"{median} [{format(min(values), fmt)}-{format(max(values), fmt)}]"
 
 
 def single_image_request(model: str, version: int | None = None) -> v2.ModelInferRequest:

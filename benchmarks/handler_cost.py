@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -25,7 +24,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.drivers import single_image_request  # noqa: E402
+from benchmarks.drivers import single_image_request, summary  # noqa: E402
 from benchmarks.straight_line import StraightLine  # noqa: E402
 from service.app import batching_config, runtime_options  # noqa: E402
 from service.domain.engine import Engine  # noqa: E402
@@ -135,12 +134,9 @@ def main() -> int:
     for concurrency, figures in results.items():
         mine, theirs = figures["ours"], figures["straight-line"]
         gap = [a - b for a, b in zip(mine, theirs, strict=True)]
-        print(f"{concurrency:>7} {spread(mine):>18} {spread(theirs):>18} {spread(gap):>21}")
+        cells = [summary(values, ".0f") for values in (mine, theirs, gap)]
+        print(f"{concurrency:>7} {cells[0]:>18} {cells[1]:>18} {cells[2]:>21}")
     return 0
-
-
-def spread(values: list[float]) -> str:
-    return f"{statistics.median(values):.0f} [{min(values):.0f}-{max(values):.0f}]"
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from benchmarks.drivers import (  # noqa: E402
     drive_perf_analyzer,
     in_process,
     single_image_request,
+    summary,
 )
 from tests.integration.server import ServerProcess  # noqa: E402
 
@@ -107,14 +108,6 @@ def measure(
         run["vs_batch32"] = run["requests_per_s"] / ceiling
         run["p50_over_in_process_ms"] = run["p50_ms"] - single_p50
     return {"in_process": {"before": before, "after": after}, "ceiling": ceiling, "runs": runs}
-
-
-def summary(values: list[float], fmt: str) -> str:
-    """Median, with the range when there was more than one repetition."""
-    median = format(statistics.median(values), fmt)
-    if len(values) == 1:
-        return median
-    return f"{median} [{format(min(values), fmt)}-{format(max(values), fmt)}]"
 
 
 def print_peers(
