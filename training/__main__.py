@@ -51,10 +51,13 @@ def run_one(cfg: TrainConfig, args: argparse.Namespace, data_dir: Path) -> Path:
     train_full = data.load_split(data_dir, "train")
     test = data.load_split(data_dir, "test")
     train_split, val_split = split_train_val(train_full, cfg.val_size, cfg.seed)
+    # A smoke run (--limit) uses that many training digits throughout (the teacher's logits,
+    # the score's Gaussians) and draws generated outliers in proportion.
+    scale = min(1.0, cfg.limit / len(train_split)) if cfg.limit else 1.0
+    if cfg.limit is not None:
+        train_split = data.Split(train_split.images[: cfg.limit], train_split.labels[: cfg.limit])
     pools = None
     if cfg.outlier_weight > 0:
-        # A smoke run (--limit) draws generated outliers in proportion.
-        scale = min(1.0, cfg.limit / len(train_split)) if cfg.limit else 1.0
         pools = outliers.training_pools(args.fashion_dir, train_split, val_split, cfg.seed, scale)
     log.info(
         "%s: %d training, %d validation images, %d outliers; %s",
@@ -142,7 +145,7 @@ def run_one(cfg: TrainConfig, args: argparse.Namespace, data_dir: Path) -> Path:
             "epochs": result.epochs_run,
             "from_checkpoint": args.from_checkpoint is not None,
             "best_epoch": result.best_epoch,
-            "train_images": len(train_split) if cfg.limit is None else cfg.limit,
+            "train_images": len(train_split),
             "val_images": len(val_split),
             "batch_size": cfg.batch_size,
             "optimizer": f"AdamW lr={cfg.lr} weight_decay={cfg.weight_decay}, OneCycle",

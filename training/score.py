@@ -19,6 +19,7 @@ the other features of an empty input happening to sit among the digits'.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -221,15 +222,19 @@ FIT_STYLES = 10_000
 
 
 @torch.no_grad()
-def _activations(model: nn.Module, images: npt.NDArray[np.uint8]) -> dict[str, FloatArray]:
+def _activations(
+    model: nn.Module, images: npt.NDArray[np.uint8], keep: Sequence[str]
+) -> dict[str, FloatArray]:
+    """The layers named in `keep` ("input" for the pixels), in float64. Only those: the
+    convnet's six convolutions over 30,000 images would take 10 GB."""
     model.eval()
-    parts: dict[str, list[FloatArray]] = {}
+    parts: dict[str, list[FloatArray]] = {name: [] for name in keep}
     for i in range(0, len(images), 1000):
         x = torch.from_numpy(images[i : i + 1000].astype(np.float32) / 255.0).unsqueeze(1)
         acts = model.layers(x)  # type: ignore[operator]
         acts["input"] = x.flatten(1)
-        for name, value in acts.items():
-            parts.setdefault(name, []).append(value.double().numpy())
+        for name in keep:
+            parts[name].append(acts[name].double().numpy())
     return {name: np.concatenate(values) for name, values in parts.items()}
 
 
@@ -254,13 +259,13 @@ def fit(
     if pools.styles_train is not None:
         digits = np.concatenate([digits, pools.styles_train.images[:FIT_STYLES]])
         labels = np.concatenate([labels, pools.styles_train.labels[:FIT_STYLES]])
-    acts = _activations(model, digits)
     uses_pixels = any(n in names for n in ("qda_input", "pca_residual"))
+    layers = [n.removeprefix("maha_") for n in names if n.startswith("maha_")]
+    acts = _activations(model, digits, layers + (["input"] if uses_pixels else []))
     pca = fit_pca(acts["input"][:FIT_DIGITS]) if uses_pixels else None
     quadratic = None
     if pca is not None and "qda_input" in names:
         quadratic = fit_quadratic((acts["input"] - pca.mean) @ pca.basis, labels)
-    layers = [n.removeprefix("maha_") for n in names if n.startswith("maha_")]
     gaussians = {layer: fit_gaussian(acts[layer], labels) for layer in layers}
     scorer = LayerScore(names, gaussians, pca, np.zeros(len(names)), 0.0, quadratic)
 

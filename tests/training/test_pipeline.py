@@ -165,6 +165,8 @@ def test_a_second_run_becomes_version_2(tmp_path: Path, mnist_dir: Path) -> None
         str(tmp_path / "ck"),
         "--outlier-weight",
         "0",
+        "--ood-per-kind",
+        "20",
     ]
     train_main(argv)
     train_main(argv)
