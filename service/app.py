@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,7 +79,7 @@ def batching_config(settings: Settings) -> BatchingConfig:
 class App:
     settings: Settings
     engine: Engine
-    server: aio.Server
+    servers: list[aio.Server]
     health: health_aio.HealthServicer
     metrics: Metrics
     grpc_port: int
@@ -137,31 +138,52 @@ class App:
         interceptors: list[aio.ServerInterceptor] = [AuthInterceptor(tokens)] if tokens else []
         gate = ClosingGate()
         interceptors.append(ErrorInterceptor(metrics, engine.known_models, gate))
-        server = aio.server(
-            interceptors=interceptors,
-            maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
-            options=[
-                ("grpc.max_receive_message_length", settings.max_message_bytes),
-                ("grpc.max_send_message_length", settings.max_message_bytes),
-                # Off unless asked for: a second server on a taken port must fail, not share it.
-                ("grpc.so_reuseport", 1 if role else 0),
-            ],
-        )
         inference = InferenceServicer(engine, control)
-        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
-        digits_pb2_grpc.add_DigitsServicer_to_server(DigitsServicer(engine, limits), server)
+        digits = DigitsServicer(engine, limits)
         health = health_aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health, server)
-        reflection.enable_server_reflection((*SERVICES, reflection.SERVICE_NAME), server, pool=POOL)
-        address = f"{settings.host}:{settings.grpc_port}"
+
+        def grpc_server(reuse_port: bool, max_concurrent_rpcs: int) -> aio.Server:
+            server = aio.server(
+                interceptors=interceptors,
+                maximum_concurrent_rpcs=max_concurrent_rpcs or None,
+                options=[
+                    ("grpc.max_receive_message_length", settings.max_message_bytes),
+                    ("grpc.max_send_message_length", settings.max_message_bytes),
+                    # Off unless asked for: a second server on a taken port must fail.
+                    ("grpc.so_reuseport", 1 if reuse_port else 0),
+                ],
+            )
+            grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(inference, server)
+            digits_pb2_grpc.add_DigitsServicer_to_server(digits, server)
+            health_pb2_grpc.add_HealthServicer_to_server(health, server)
+            reflection.enable_server_reflection(
+                (*SERVICES, reflection.SERVICE_NAME), server, pool=POOL
+            )
+            return server
+
+        # gRPC's asyncio server waits for one new call at a time, a loop turn each: under load
+        # the calls reach the handlers one by one, too late to share a batch. Several servers
+        # on the one port (SO_REUSEPORT) take in calls side by side, the kernel spreading the
+        # connections over them. A limit on concurrent calls holds per server, so it gets one.
+        loops = 1 if settings.max_concurrent_rpcs else settings.grpc_accept_loops
         tls = None
         if settings.tls_cert is not None and settings.tls_key is not None:
             tls = CertificateFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
-            port = server.add_secure_port(address, tls.credentials())
-        else:
-            port = server.add_insecure_port(address)
-        if port == 0:
-            raise RuntimeError(f"could not bind gRPC to {settings.host}:{settings.grpc_port}")
+        if loops > 1 and not role and settings.grpc_port:
+            _check_port_free(settings.host, settings.grpc_port)
+        servers: list[aio.Server] = []
+        port = settings.grpc_port
+        for _ in range(loops):
+            server = grpc_server(role is not None or loops > 1, settings.max_concurrent_rpcs)
+            address = f"{settings.host}:{port}"
+            if tls is not None:
+                bound = server.add_secure_port(address, tls.credentials())
+            else:
+                bound = server.add_insecure_port(address)
+            if bound == 0:
+                raise RuntimeError(f"could not bind gRPC to {settings.host}:{port}")
+            port = bound
+            servers.append(server)
         metrics_server, metrics_port = (
             (None, 0) if role else serve_metrics(metrics, settings.host, settings.metrics_port)
         )
@@ -179,7 +201,8 @@ class App:
             http = HttpServer(engine, metrics, config, control)
 
         engine.start()
-        await server.start()
+        for server in servers:
+            await server.start()
         if http is not None:
             try:
                 http_port = await http.start(
@@ -189,7 +212,7 @@ class App:
                     reuse_port=role is not None,
                 )
             except OSError as exc:
-                await server.stop(0)
+                await asyncio.gather(*(server.stop(0) for server in servers))
                 raise RuntimeError(
                     f"could not bind HTTP to {settings.host}:{settings.http_port}: {exc}"
                 ) from exc
@@ -225,7 +248,7 @@ class App:
         return cls(
             settings,
             engine,
-            server,
+            servers,
             health,
             metrics,
             port,
@@ -258,7 +281,8 @@ class App:
         await self.engine.stop(grace)
         await self.gate.settle(limit=deadline - time.monotonic())
         held = self.gate.held
-        stopping = asyncio.ensure_future(self.server.stop(max(deadline - time.monotonic(), 1.0)))
+        remaining = max(deadline - time.monotonic(), 1.0)
+        stopping = asyncio.gather(*(server.stop(remaining) for server in self.servers))
         await asyncio.sleep(0)  # the task's first step begins gRPC's shutdown (GOAWAY)
         self.gate.release()
         self.streams.close_all()  # open ModelStreamInfer streams end UNAVAILABLE
@@ -278,7 +302,18 @@ class App:
         log.info("stopped")
 
     async def wait(self) -> None:
-        await self.server.wait_for_termination()
+        await asyncio.gather(*(server.wait_for_termination() for server in self.servers))
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Servers that share a port with SO_REUSEPORT would share it with another process doing
+    the same: refuse a port something already listens on, as a plain bind would."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError as exc:
+            raise RuntimeError(f"could not bind gRPC to {host}:{port}: {exc}") from exc
 
 
 def _models_at_start(settings: Settings) -> list[str] | None:

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
 
     workers: int = Field(1, ge=1, le=64)
     """Processes sharing the gRPC and HTTP ports; connections, not calls, spread over them."""
+    grpc_accept_loops: int = Field(4, ge=1, le=16)
+    """gRPC servers in each process on the one port, each taking in new calls; 1 with a limit."""
 
     device: Literal["auto", "cuda", "cpu"] = "auto"
     """`auto` uses the CUDA provider when a GPU is usable, else the CPU provider."""

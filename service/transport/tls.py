@@ -25,7 +25,6 @@ class CertificateFiles:
     def __init__(self, cert: Path, key: Path, client_ca: Path | None = None) -> None:
         self.paths = [cert, key] if client_ca is None else [cert, key, client_ca]
         self.require_client_auth = client_ca is not None
-        self._stamp = self._stat()
 
     def _stat(self) -> Stamp:
         stats = [os.stat(path) for path in self.paths]
@@ -37,25 +36,31 @@ class CertificateFiles:
             [(key, cert)], root_certificates=ca[0] if ca else None
         )
 
-    def fetch(self) -> grpc.ServerCertificateConfiguration | None:
-        """The new configuration when a file changed, else None (keep the current one)."""
-        try:
-            stamp = self._stat()
-            if stamp == self._stamp:
-                return None
-            configuration = self._configuration()
-        except OSError as exc:  # mid-rotation: keep serving the certificate we have
-            log.warning("TLS files not reloaded: %s", exc)
-            return None
-        self._stamp = stamp
-        log.info("TLS certificate files changed: reloaded")
-        return configuration
-
     def credentials(self) -> grpc.ServerCredentials:
+        """Credentials for one gRPC server (each needs its own: gRPC takes the first
+        configuration over), which reload the files when they change."""
+        stamp = self._stat()
+        configuration = self._configuration()
+
+        def fetch() -> grpc.ServerCertificateConfiguration | None:
+            """The new configuration when a file changed, else None (keep the current one)."""
+            nonlocal stamp
+            try:
+                now = self._stat()
+                if now == stamp:
+                    return None
+                changed = self._configuration()
+            except OSError as exc:  # mid-rotation: keep serving the certificate we have
+                log.warning("TLS files not reloaded: %s", exc)
+                return None
+            stamp = now
+            log.info("TLS certificate files changed: reloaded")
+            return changed
+
         return grpc.dynamic_ssl_server_credentials(
-            self._configuration(),
+            configuration,
             # gRPC documents None as "unchanged"; the stubs say a configuration is required.
-            self.fetch,  # type: ignore[arg-type]
+            fetch,  # type: ignore[arg-type]
             require_client_authentication=self.require_client_auth,
         )
 
