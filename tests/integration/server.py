@@ -18,6 +18,8 @@ from loadtest.server import LocalServer, Samples
 from service._proto.inference import grpc_service_pb2 as v2
 
 ROOT = Path(__file__).resolve().parents[2]
+# Distinct connections: grpc shares one between channels to the same target unless told not to.
+OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 
 
 class ServerProcess(LocalServer):
@@ -83,8 +85,9 @@ SLOW_DRAIN = (
 async def sigterm_when_in_flight(
     server: ServerProcess, model: str, wanted: int, at_least: int
 ) -> float:
-    """SIGTERM once `wanted` requests are in flight (bounded: a loaded machine may answer a few
-    before the last arrives); returns how many were, at least `at_least`."""
+    """SIGTERM once `wanted` requests are in flight, or once at least `at_least` are and the
+    count has begun to fall (a loaded machine may answer the first before the last arrive);
+    returns how many were in flight."""
     # The scrape is a blocking HTTP call: made on this loop it would starve the calls this loop
     # is still sending (on a loaded machine, most of every 10 ms went to the scrape).
     deadline = time.monotonic() + 30
@@ -92,7 +95,7 @@ async def sigterm_when_in_flight(
     while True:
         accepted = await asyncio.to_thread(inflight, server, model)
         polls, peak = polls + 1, max(peak, accepted)
-        if accepted >= wanted or time.monotonic() > deadline:
+        if accepted >= wanted or at_least <= accepted < peak or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.01)
     assert accepted >= at_least, f"not in flight: at most {peak} in {polls} polls"

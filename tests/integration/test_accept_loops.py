@@ -16,10 +16,8 @@ from service._proto.digits.v1 import digits_pb2, digits_pb2_grpc
 from service._proto.inference import grpc_service_pb2 as v2
 from service._proto.inference import grpc_service_pb2_grpc as v2_grpc
 from tests.integration import reference
-from tests.integration.server import ROOT, ServerProcess
+from tests.integration.server import OWN_CONNECTION, ROOT, ServerProcess
 
-# Distinct connections: grpc shares one between channels to the same target unless told not to.
-OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 TCP_LISTEN = "0A"  # the state column of /proc/net/tcp
 
 

@@ -26,7 +26,7 @@ from digits_client.client import DigitsClient, DigitsError, Security
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service._proto.digits.v1 import digits_pb2, digits_pb2_grpc
-from tests.integration.server import ServerProcess, scrape, wait_for
+from tests.integration.server import OWN_CONNECTION, ServerProcess, scrape, wait_for
 
 TOKEN_IN_FILE = "file-token-7f3a9c"
 TOKEN_IN_FLAG = "flag-token-51be02"
@@ -165,9 +165,7 @@ def secure(server: ServerProcess, root: bytes, client: Issued | None = None) -> 
         certificate_chain=client.cert if client else None,
     )
     # A channel of its own: no connection (and no handshake) shared with earlier channels.
-    return grpc.secure_channel(
-        server.address, credentials, options=[("grpc.use_local_subchannel_pool", 1)]
-    )
+    return grpc.secure_channel(server.address, credentials, options=OWN_CONNECTION)
 
 
 def list_models(channel: grpc.Channel, token: str | None = None) -> digits_pb2.ListModelsResponse:

@@ -16,6 +16,7 @@ from service._proto.inference import grpc_service_pb2 as v2
 from service._proto.inference import grpc_service_pb2_grpc as v2_grpc
 from tests.integration import reference
 from tests.integration.server import (
+    OWN_CONNECTION,
     SLOW_DRAIN,
     ServerProcess,
     assert_drained,
@@ -24,8 +25,6 @@ from tests.integration.server import (
     wait_for,
 )
 
-# Distinct connections: grpc shares one between channels to the same target unless told not to.
-OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 CHANNELS = 16
 
 
